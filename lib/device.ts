@@ -1,0 +1,216 @@
+// The device API: createDevice() serves an image file (or nothing, for 'null') as
+// /dev/ublkbN from native queue threads of this process; stop() removes it.
+import { closeSync, constants as fsConstants, fstatSync, openSync, writeFileSync } from 'node:fs';
+import { UbloopError, invalid, isSystemError } from './errors.js';
+import { checkOptions, loopDeviceSize, type CheckedOptions, type DeviceOptions, type Scheduler } from './device-options.js';
+import { flagNames, readScheduler } from './kernel.js';
+import { native, type NativeDevice } from './native.js';
+
+export type { DeviceOptions } from './device-options.js';
+
+export interface DeviceInfo {
+  id: number;
+  /** The block device, /dev/ublkbN. */
+  path: string;
+  /** The ublk char device served by this process, /dev/ublkcN. */
+  charPath: string;
+  target: 'loop' | 'null';
+  file: string | null;
+  size: number;
+  offset: number;
+  blockSize: number;
+  readOnly: boolean;
+  directIo: boolean;
+  queues: number;
+  depth: number;
+  maxIoBytes: number;
+  state: 'dead' | 'live' | 'quiesced';
+  /** UBLK_F_* flags granted by the kernel. */
+  flags: string[];
+  /** How commands were encoded: 'legacy' (Linux 6.1) or 'ioctl'. */
+  encoding: 'legacy' | 'ioctl';
+  /** Active I/O scheduler of the disk, or null if unknown. */
+  scheduler: string | null;
+  serverPid: number;
+}
+
+export interface DeviceStats {
+  ops: number;
+  bytesRead: number;
+  bytesWritten: number;
+  errors: number;
+  ringEnters: number;
+  queues: {
+    queue: number;
+    ops: number;
+    bytesRead: number;
+    bytesWritten: number;
+    errors: number;
+    ringEnters: number;
+    threadId: number;
+    ringFlags: number;
+  }[];
+}
+
+export class Device {
+  readonly id: number;
+  readonly path: string;
+  readonly charPath: string;
+  readonly #native: NativeDevice;
+  readonly #options: CheckedOptions;
+  #stopping: Promise<void> | undefined;
+
+  /** @internal use createDevice() */
+  constructor(dev: NativeDevice, options: CheckedOptions) {
+    this.#native = dev;
+    this.#options = options;
+    this.id = dev.id;
+    this.path = `/dev/ublkb${dev.id}`;
+    this.charPath = `/dev/ublkc${dev.id}`;
+  }
+
+  get stopped(): boolean {
+    return this.#stopping !== undefined;
+  }
+
+  info(): DeviceInfo {
+    const n = this.#native.info();
+    let scheduler: string | null = null;
+    try {
+      scheduler = readScheduler(`ublkb${this.id}`).active;
+    } catch {
+      scheduler = null;
+    }
+    return {
+      id: n.id,
+      path: this.path,
+      charPath: this.charPath,
+      target: n.target,
+      file: this.#options.file ?? null,
+      size: n.size,
+      offset: n.offset,
+      blockSize: n.blockSize,
+      readOnly: n.readOnly,
+      directIo: this.#options.directIo,
+      queues: n.queues,
+      depth: n.depth,
+      maxIoBytes: n.maxIoBytes,
+      state: n.removed ? 'dead' : n.state,
+      flags: flagNames(n.flags),
+      encoding: n.encoding,
+      scheduler,
+      serverPid: n.serverPid,
+    };
+  }
+
+  stats(): DeviceStats {
+    const queues = this.#native.stats();
+    const sum = (k: 'ops' | 'bytesRead' | 'bytesWritten' | 'errors' | 'ringEnters') =>
+      queues.reduce((a, q) => a + q[k], 0);
+    return {
+      ops: sum('ops'),
+      bytesRead: sum('bytesRead'),
+      bytesWritten: sum('bytesWritten'),
+      errors: sum('errors'),
+      ringEnters: sum('ringEnters'),
+      queues,
+    };
+  }
+
+  /** Removes the disk (in-flight I/O completes first) and deletes the ublk device. */
+  stop(): Promise<void> {
+    this.#stopping ??= this.#native.remove();
+    return this.#stopping;
+  }
+}
+
+function openImage(o: CheckedOptions): { fd: number; close: boolean; name: string } {
+  if (o.fd !== undefined) return { fd: o.fd, close: false, name: `fd ${o.fd}` };
+  const file = o.file as string;
+  const flags =
+    (o.readOnly ? fsConstants.O_RDONLY : fsConstants.O_RDWR) | (o.directIo ? fsConstants.O_DIRECT : 0);
+  try {
+    return { fd: openSync(file, flags), close: true, name: file };
+  } catch (err) {
+    if (!isSystemError(err)) throw err;
+    switch (err.code) {
+      case 'ENOENT':
+        throw new UbloopError('ENOENT', `image file ${file} does not exist`);
+      case 'EISDIR':
+        throw new UbloopError('EISDIR', `${file} is a directory, not an image file`);
+      case 'EACCES':
+      case 'EROFS':
+      case 'EPERM':
+        throw new UbloopError(
+          'EACCES',
+          `cannot open ${file} for ${o.readOnly ? 'reading' : 'writing'} (${err.code})${o.readOnly ? '' : '; use read-only to serve it read-only'}`,
+        );
+      case 'EINVAL':
+        if (o.directIo) throw new UbloopError('EINVAL', `the filesystem of ${file} does not support direct I/O (O_DIRECT)`);
+        throw err;
+      default:
+        throw err;
+    }
+  }
+}
+
+function imageSize(fd: number, name: string): number {
+  const st = fstatSync(fd);
+  if (st.isDirectory()) throw new UbloopError('EISDIR', `${name} is a directory, not an image file`);
+  if (st.isFile()) return st.size;
+  if (st.isBlockDevice()) {
+    throw invalid(`${name} is a block device; ubloop serves image files`);
+  }
+  throw invalid(`${name} is not a regular file`);
+}
+
+function setScheduler(id: number, scheduler: Scheduler): void {
+  const disk = `ublkb${id}`;
+  const { available } = readScheduler(disk);
+  if (!available.includes(scheduler)) {
+    throw invalid(`I/O scheduler "${scheduler}" is not offered for ${disk} (offered: ${available.join(', ')})`);
+  }
+  writeFileSync(`/sys/block/${disk}/queue/scheduler`, scheduler);
+}
+
+/**
+ * Creates and starts a ublk device served by this process. On failure nothing is
+ * left behind: no ublk device, no thread, no open descriptor.
+ */
+export async function createDevice(options: DeviceOptions): Promise<Device> {
+  const o = checkOptions(options);
+  let size = o.size ?? 0;
+  let image: ReturnType<typeof openImage> | undefined;
+  try {
+    if (o.target === 'loop') {
+      image = openImage(o);
+      size = loopDeviceSize(imageSize(image.fd, image.name), o, image.name);
+    }
+    const dev = await native().createDevice({
+      id: o.id,
+      target: o.target,
+      fd: image?.fd ?? -1,
+      offset: o.offset,
+      size,
+      readOnly: o.readOnly,
+      queues: o.queues,
+      depth: o.depth,
+      blockSize: o.blockSize,
+      maxIoBytes: o.maxIoBytes,
+      flags: 0n,
+      discard: o.discard,
+    });
+    const device = new Device(dev, o);
+    if (o.scheduler !== null) {
+      try {
+        setScheduler(device.id, o.scheduler);
+      } catch (err) {
+        await device.stop();
+        throw err;
+      }
+    }
+    return device;
+  } finally {
+    if (image?.close) closeSync(image.fd);
+  }
+}

@@ -1,0 +1,391 @@
+// The N-API surface of ubloop: a flat table of functions plus the NativeDevice class.
+// Every argument is validated in TypeScript first (lib/device-options.ts); here we only
+// re-check what would be unsafe to get wrong. Blocking control commands run on the
+// libuv pool and settle a Promise; nothing here runs per I/O.
+//
+// The declarations for this module are hand-written in native/index.d.ts: keep them in
+// step with the exports below.
+#include <napi.h>
+
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "device.h"
+#include "errors.h"
+#include "ublk_control.h"
+
+namespace ubloop {
+namespace {
+
+Napi::Error makeError(Napi::Env env, const SysError &e) {
+  Napi::Error err = Napi::Error::New(env, describe(e));
+  err.Set("code", Napi::String::New(env, errnoName(e.err)));
+  err.Set("errno", Napi::Number::New(env, -e.err));
+  err.Set("syscall", Napi::String::New(env, e.op));
+  return err;
+}
+
+Napi::Value bigU64(Napi::Env env, uint64_t v) { return Napi::BigInt::New(env, v); }
+
+// Devices alive in this environment; the cleanup hook tears down whatever JS did not.
+struct Registry {
+  std::mutex mutex;
+  std::set<std::shared_ptr<Device>> devices;
+};
+
+Registry &registry() {
+  static Registry r;
+  return r;
+}
+
+void cleanupDevices(void *) {
+  std::set<std::shared_ptr<Device>> devices;
+  {
+    std::lock_guard<std::mutex> lock(registry().mutex);
+    devices.swap(registry().devices);
+  }
+  for (const auto &d : devices) d->remove();
+}
+
+Napi::Object infoObject(Napi::Env env, const ublksrv_ctrl_dev_info &info) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("id", info.dev_id);
+  o.Set("queues", info.nr_hw_queues);
+  o.Set("depth", info.queue_depth);
+  o.Set("state", info.state == UBLK_S_DEV_LIVE       ? "live"
+                 : info.state == UBLK_S_DEV_QUIESCED ? "quiesced"
+                                                     : "dead");
+  o.Set("maxIoBytes", info.max_io_buf_bytes);
+  o.Set("serverPid", info.ublksrv_pid);
+  o.Set("flags", bigU64(env, info.flags));
+  return o;
+}
+
+// ---------------------------------------------------------------- NativeDevice
+
+class NativeDevice : public Napi::ObjectWrap<NativeDevice> {
+ public:
+  static Napi::Function define(Napi::Env env) {
+    return DefineClass(env, "NativeDevice",
+                       {
+                           InstanceAccessor<&NativeDevice::getId>("id"),
+                           InstanceMethod<&NativeDevice::info>("info"),
+                           InstanceMethod<&NativeDevice::stats>("stats"),
+                           InstanceMethod<&NativeDevice::remove>("remove"),
+                       });
+  }
+
+  explicit NativeDevice(const Napi::CallbackInfo &cb) : Napi::ObjectWrap<NativeDevice>(cb) {
+    if (cb.Length() != 1 || !cb[0].IsExternal()) {
+      Napi::TypeError::New(cb.Env(), "NativeDevice is created by createDevice()").ThrowAsJavaScriptException();
+      return;
+    }
+    device_ = *cb[0].As<Napi::External<std::shared_ptr<Device>>>().Data();
+  }
+
+ private:
+  Napi::Value getId(const Napi::CallbackInfo &cb) { return Napi::Number::New(cb.Env(), device_->id()); }
+
+  Napi::Value info(const Napi::CallbackInfo &cb) {
+    Napi::Env env = cb.Env();
+    Napi::Object o = infoObject(env, device_->info());
+    const DeviceSpec &s = device_->spec();
+    o.Set("target", s.target == TargetKind::Null ? "null" : "loop");
+    o.Set("size", Napi::Number::New(env, double(s.size)));
+    o.Set("offset", Napi::Number::New(env, double(s.offset)));
+    o.Set("blockSize", s.blockSize);
+    o.Set("readOnly", s.readOnly);
+    o.Set("encoding", kernelSupport().encoding == abi::Encoding::Ioctl ? "ioctl" : "legacy");
+    o.Set("removed", device_->removed());
+    return o;
+  }
+
+  Napi::Value stats(const Napi::CallbackInfo &cb) {
+    Napi::Env env = cb.Env();
+    std::vector<QueueSnapshot> snaps = device_->snapshot();
+    Napi::Array arr = Napi::Array::New(env, snaps.size());
+    for (size_t i = 0; i < snaps.size(); i++) {
+      const QueueSnapshot &q = snaps[i];
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("queue", Napi::Number::New(env, double(i)));
+      o.Set("ops", Napi::Number::New(env, double(q.ops)));
+      o.Set("bytesRead", Napi::Number::New(env, double(q.bytesRead)));
+      o.Set("bytesWritten", Napi::Number::New(env, double(q.bytesWritten)));
+      o.Set("errors", Napi::Number::New(env, double(q.errors)));
+      o.Set("ringEnters", Napi::Number::New(env, double(q.enters)));
+      o.Set("threadId", q.tid);
+      o.Set("ringFlags", q.ringFlags);
+      arr.Set(uint32_t(i), o);
+    }
+    return arr;
+  }
+
+  Napi::Value remove(const Napi::CallbackInfo &cb);
+
+  std::shared_ptr<Device> device_;
+};
+
+Napi::FunctionReference *deviceConstructor(Napi::Env env) {
+  return env.GetInstanceData<Napi::FunctionReference>();
+}
+
+// A job run on the libuv pool that settles a promise: Work returns an error or fills
+// the result; Settle builds the JS value on the JS thread.
+class PromiseJob : public Napi::AsyncWorker {
+ public:
+  explicit PromiseJob(Napi::Env env) : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+ protected:
+  virtual std::optional<SysError> work() = 0;
+  virtual Napi::Value settle(Napi::Env env) { return env.Undefined(); }
+
+ private:
+  void Execute() override { error_ = work(); }
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    if (error_) {
+      deferred_.Reject(makeError(env, *error_).Value());
+    } else {
+      deferred_.Resolve(settle(env));
+    }
+  }
+  Napi::Promise::Deferred deferred_;
+  std::optional<SysError> error_;
+};
+
+class RemoveJob : public PromiseJob {
+ public:
+  RemoveJob(Napi::Env env, std::shared_ptr<Device> d) : PromiseJob(env), device_(std::move(d)) {}
+
+ protected:
+  std::optional<SysError> work() override {
+    auto err = device_->remove();
+    std::lock_guard<std::mutex> lock(registry().mutex);
+    registry().devices.erase(device_);
+    return err;
+  }
+
+ private:
+  std::shared_ptr<Device> device_;
+};
+
+Napi::Value NativeDevice::remove(const Napi::CallbackInfo &cb) {
+  auto *job = new RemoveJob(cb.Env(), device_);
+  Napi::Promise p = job->promise();
+  job->Queue();
+  return p;
+}
+
+class CreateJob : public PromiseJob {
+ public:
+  CreateJob(Napi::Env env, DeviceSpec spec) : PromiseJob(env), spec_(std::move(spec)) {}
+
+ protected:
+  std::optional<SysError> work() override {
+    Result<std::unique_ptr<Device>> r = Device::create(spec_);
+    if (!r.ok()) return r.error;
+    device_ = std::shared_ptr<Device>(std::move(*r.value));
+    std::lock_guard<std::mutex> lock(registry().mutex);
+    registry().devices.insert(device_);
+    return std::nullopt;
+  }
+  Napi::Value settle(Napi::Env env) override {
+    auto *holder = new std::shared_ptr<Device>(device_);
+    auto ext = Napi::External<std::shared_ptr<Device>>::New(
+        env, holder, [](Napi::Env, std::shared_ptr<Device> *h) { delete h; });
+    return deviceConstructor(env)->New({ext});
+  }
+
+ private:
+  DeviceSpec spec_;
+  std::shared_ptr<Device> device_;
+};
+
+class InfoJob : public PromiseJob {
+ public:
+  InfoJob(Napi::Env env, uint32_t id) : PromiseJob(env), id_(id) {}
+
+ protected:
+  std::optional<SysError> work() override {
+    Result<ublksrv_ctrl_dev_info> r = UblkControl::getInfo(id_);
+    if (!r.ok()) return r.error;
+    info_ = *r.value;
+    return std::nullopt;
+  }
+  Napi::Value settle(Napi::Env env) override { return infoObject(env, info_); }
+
+ private:
+  uint32_t id_;
+  ublksrv_ctrl_dev_info info_{};
+};
+
+// Stops and deletes a device this process does not serve (one left by a dead server).
+class DeleteJob : public PromiseJob {
+ public:
+  DeleteJob(Napi::Env env, uint32_t id) : PromiseJob(env), id_(id) {}
+
+ protected:
+  std::optional<SysError> work() override {
+    Result<Unit> stopped = UblkControl::stop(id_);
+    Result<Unit> deleted = UblkControl::remove(id_);
+    if (!deleted.ok()) return deleted.error;
+    (void)stopped;
+    return std::nullopt;
+  }
+
+ private:
+  uint32_t id_;
+};
+
+// ---------------------------------------------------------------- flat exports
+
+uint64_t u64(const Napi::Object &o, const char *key) {
+  Napi::Value v = o.Get(key);
+  if (v.IsBigInt()) {
+    bool lossless = true;
+    return v.As<Napi::BigInt>().Uint64Value(&lossless);
+  }
+  return static_cast<uint64_t>(v.As<Napi::Number>().Int64Value());
+}
+
+bool requireNumbers(Napi::Env env, const Napi::Object &o, std::initializer_list<const char *> keys) {
+  for (const char *k : keys) {
+    Napi::Value v = o.Get(k);
+    if (!v.IsNumber() && !v.IsBigInt()) {
+      Napi::TypeError::New(env, std::string("createDevice: option '") + k + "' must be a number")
+          .ThrowAsJavaScriptException();
+      return false;
+    }
+  }
+  return true;
+}
+
+Napi::Value createDevice(const Napi::CallbackInfo &cb) {
+  Napi::Env env = cb.Env();
+  if (cb.Length() < 1 || !cb[0].IsObject()) {
+    Napi::TypeError::New(env, "createDevice: expected an options object").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Object o = cb[0].As<Napi::Object>();
+  if (!requireNumbers(env, o, {"id", "fd", "offset", "size", "queues", "depth", "blockSize", "maxIoBytes", "flags"}))
+    return env.Undefined();
+  DeviceSpec s;
+  s.id = o.Get("id").As<Napi::Number>().Int32Value();
+  std::string target = o.Get("target").ToString();
+  s.target = target == "null" ? TargetKind::Null : TargetKind::Loop;
+  int fd = o.Get("fd").As<Napi::Number>().Int32Value();
+  s.offset = u64(o, "offset");
+  s.size = u64(o, "size");
+  s.readOnly = o.Get("readOnly").ToBoolean();
+  s.queues = uint16_t(o.Get("queues").As<Napi::Number>().Uint32Value());
+  s.depth = uint16_t(o.Get("depth").As<Napi::Number>().Uint32Value());
+  s.blockSize = o.Get("blockSize").As<Napi::Number>().Uint32Value();
+  s.maxIoBytes = o.Get("maxIoBytes").As<Napi::Number>().Uint32Value();
+  s.flags = u64(o, "flags");
+  s.discard = o.Get("discard").ToBoolean();
+
+  const bool sane = (target == "loop" || target == "null") && (s.target == TargetKind::Null || fd >= 0) &&
+                    s.queues >= 1 && s.depth >= 1 && s.depth <= UBLK_MAX_QUEUE_DEPTH &&
+                    (s.blockSize == 512 || s.blockSize == 1024 || s.blockSize == 2048 || s.blockSize == 4096) &&
+                    s.size > 0 && s.size % s.blockSize == 0 && s.maxIoBytes >= 4096 && s.maxIoBytes % 4096 == 0;
+  if (!sane) {
+    Napi::RangeError::New(env, "createDevice: invalid device options").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (s.target == TargetKind::Loop) {
+    // The device keeps its own descriptor; the caller may close theirs at once.
+    s.backingFd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (s.backingFd < 0) {
+      makeError(env, SysError::from(errno, "dup backing fd")).ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+  }
+  auto *job = new CreateJob(env, std::move(s));
+  Napi::Promise p = job->promise();
+  job->Queue();
+  return p;
+}
+
+Napi::Value probeKernel(const Napi::CallbackInfo &cb) {
+  Napi::Env env = cb.Env();
+  const KernelSupport &ks = kernelSupport();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("present", ks.present);
+  o.Set("controlError", ks.present ? env.Null() : Napi::Value(Napi::String::New(env, errnoName(ks.openErrno))));
+  o.Set("encoding", ks.encoding == abi::Encoding::Ioctl ? "ioctl" : "legacy");
+  o.Set("features", ks.features ? bigU64(env, *ks.features) : env.Null());
+  return o;
+}
+
+uint32_t idArg(const Napi::CallbackInfo &cb, const char *fn) {
+  if (cb.Length() < 1 || !cb[0].IsNumber() || cb[0].As<Napi::Number>().Int64Value() < 0) {
+    Napi::TypeError::New(cb.Env(), std::string(fn) + ": expected a device id").ThrowAsJavaScriptException();
+    return UINT32_MAX;
+  }
+  return cb[0].As<Napi::Number>().Uint32Value();
+}
+
+Napi::Value getDeviceInfo(const Napi::CallbackInfo &cb) {
+  uint32_t id = idArg(cb, "getDeviceInfo");
+  if (cb.Env().IsExceptionPending()) return cb.Env().Undefined();
+  auto *job = new InfoJob(cb.Env(), id);
+  Napi::Promise p = job->promise();
+  job->Queue();
+  return p;
+}
+
+Napi::Value deleteDevice(const Napi::CallbackInfo &cb) {
+  uint32_t id = idArg(cb, "deleteDevice");
+  if (cb.Env().IsExceptionPending()) return cb.Env().Undefined();
+  auto *job = new DeleteJob(cb.Env(), id);
+  Napi::Promise p = job->promise();
+  job->Queue();
+  return p;
+}
+
+Napi::Object constants(Napi::Env env) {
+  Napi::Object c = Napi::Object::New(env);
+  c.Set("UBLK_MAX_QUEUE_DEPTH", UBLK_MAX_QUEUE_DEPTH);
+  c.Set("UBLK_F_SUPPORT_ZERO_COPY", bigU64(env, UBLK_F_SUPPORT_ZERO_COPY));
+  c.Set("UBLK_F_URING_CMD_COMP_IN_TASK", bigU64(env, UBLK_F_URING_CMD_COMP_IN_TASK));
+  c.Set("UBLK_F_NEED_GET_DATA", bigU64(env, UBLK_F_NEED_GET_DATA));
+  c.Set("UBLK_F_USER_RECOVERY", bigU64(env, UBLK_F_USER_RECOVERY));
+  c.Set("UBLK_F_USER_RECOVERY_REISSUE", bigU64(env, UBLK_F_USER_RECOVERY_REISSUE));
+  c.Set("UBLK_F_UNPRIVILEGED_DEV", bigU64(env, UBLK_F_UNPRIVILEGED_DEV));
+  c.Set("UBLK_F_CMD_IOCTL_ENCODE", bigU64(env, UBLK_F_CMD_IOCTL_ENCODE));
+  c.Set("UBLK_F_USER_COPY", bigU64(env, UBLK_F_USER_COPY));
+  c.Set("UBLK_F_ZONED", bigU64(env, UBLK_F_ZONED));
+  c.Set("UBLK_F_USER_RECOVERY_FAIL_IO", bigU64(env, UBLK_F_USER_RECOVERY_FAIL_IO));
+  c.Set("UBLK_F_UPDATE_SIZE", bigU64(env, UBLK_F_UPDATE_SIZE));
+  c.Set("UBLK_F_AUTO_BUF_REG", bigU64(env, UBLK_F_AUTO_BUF_REG));
+  c.Set("UBLK_F_QUIESCE", bigU64(env, UBLK_F_QUIESCE));
+  c.Set("IORING_SETUP_COOP_TASKRUN", IORING_SETUP_COOP_TASKRUN);
+  c.Set("IORING_SETUP_SINGLE_ISSUER", IORING_SETUP_SINGLE_ISSUER);
+  c.Set("IORING_SETUP_DEFER_TASKRUN", IORING_SETUP_DEFER_TASKRUN);
+  return c;
+}
+
+Napi::Object init(Napi::Env env, Napi::Object exports) {
+  Napi::Function ctor = NativeDevice::define(env);
+  env.SetInstanceData<Napi::FunctionReference>(new Napi::FunctionReference(Napi::Persistent(ctor)));
+  napi_add_env_cleanup_hook(env, cleanupDevices, nullptr);
+
+  exports.Set("NativeDevice", ctor);
+  exports.Set("createDevice", Napi::Function::New(env, createDevice, "createDevice"));
+  exports.Set("probeKernel", Napi::Function::New(env, probeKernel, "probeKernel"));
+  exports.Set("getDeviceInfo", Napi::Function::New(env, getDeviceInfo, "getDeviceInfo"));
+  exports.Set("deleteDevice", Napi::Function::New(env, deleteDevice, "deleteDevice"));
+  exports.Set("constants", constants(env));
+  return exports;
+}
+
+}  // namespace
+}  // namespace ubloop
+
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return ubloop::init(env, exports); }
+
+NODE_API_MODULE(ubloop, InitModule)

@@ -1,0 +1,138 @@
+#include "device.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+#include <thread>
+
+namespace ubloop {
+namespace {
+
+uint8_t log2of(uint32_t v) {
+  uint8_t s = 0;
+  while ((1u << s) < v) s++;
+  return s;
+}
+
+ublk_params paramsFor(const DeviceSpec &spec) {
+  ublk_params p{};
+  p.len = sizeof(p);
+  p.types = UBLK_PARAM_TYPE_BASIC;
+  // Volatile cache: flushes reach the target, which turns them into fdatasync.
+  p.basic.attrs = UBLK_ATTR_VOLATILE_CACHE | UBLK_ATTR_FUA | (spec.readOnly ? UBLK_ATTR_READ_ONLY : 0);
+  p.basic.logical_bs_shift = log2of(spec.blockSize);
+  p.basic.physical_bs_shift = log2of(spec.blockSize < 4096 ? 4096 : spec.blockSize);
+  p.basic.io_min_shift = p.basic.logical_bs_shift;
+  p.basic.io_opt_shift = p.basic.physical_bs_shift;
+  p.basic.max_sectors = spec.maxIoBytes >> 9;
+  p.basic.dev_sectors = spec.size >> 9;
+  if (spec.discard && !spec.readOnly) {
+    p.types |= UBLK_PARAM_TYPE_DISCARD;
+    p.discard.discard_granularity = 4096 > spec.blockSize ? 4096 : spec.blockSize;
+    p.discard.max_discard_sectors = UINT32_MAX >> 9;
+    p.discard.max_write_zeroes_sectors = UINT32_MAX >> 9;
+    p.discard.max_discard_segments = 1;
+  }
+  return p;
+}
+
+// devtmpfs creates /dev/ublkcN as ADD_DEV returns; udev may still be fixing its
+// permissions, so give it a moment before giving up.
+int openCharDevice(uint32_t id) {
+  const std::string path = "/dev/ublkc" + std::to_string(id);
+  for (int attempt = 0;; attempt++) {
+    int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd >= 0 || attempt >= 100 || (errno != ENOENT && errno != EACCES)) return fd < 0 ? -errno : fd;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Device>> Device::create(DeviceSpec spec) {
+  std::unique_ptr<Device> dev(new Device(std::move(spec)));
+  if (auto err = dev->bringUp()) {
+    dev->remove();
+    return Result<std::unique_ptr<Device>>::fail(*err);
+  }
+  return Result<std::unique_ptr<Device>>{std::move(dev), {}};
+}
+
+std::optional<SysError> Device::bringUp() {
+  const KernelSupport &ks = kernelSupport();
+  if (!ks.present) return SysError::from(ks.openErrno, "open /dev/ublk-control");
+
+  ublksrv_ctrl_dev_info req{};
+  req.nr_hw_queues = spec_.queues;
+  req.queue_depth = spec_.depth;
+  req.max_io_buf_bytes = spec_.maxIoBytes;
+  req.dev_id = static_cast<uint32_t>(spec_.id);
+  req.ublksrv_pid = getpid();
+  req.flags = spec_.flags | (ks.encoding == abi::Encoding::Ioctl ? UBLK_F_CMD_IOCTL_ENCODE : 0);
+
+  Result<ublksrv_ctrl_dev_info> added = UblkControl::addDevice(req);
+  if (!added.ok()) return added.error;
+  info_ = *added.value;
+  added_ = true;
+  // The kernel may grant fewer queues (at most one per CPU) or a smaller buffer.
+  spec_.queues = info_.nr_hw_queues;
+  spec_.depth = info_.queue_depth;
+  if (info_.max_io_buf_bytes < spec_.maxIoBytes) spec_.maxIoBytes = info_.max_io_buf_bytes;
+
+  Result<Unit> set = UblkControl::setParams(id(), paramsFor(spec_));
+  if (!set.ok()) return set.error;
+
+  int fd = openCharDevice(id());
+  if (fd < 0) return SysError::from(fd, "open /dev/ublkc" + std::to_string(id()));
+  charFd_ = fd;
+
+  for (uint16_t q = 0; q < spec_.queues; q++) {
+    queues_.push_back(std::make_unique<Queue>(spec_, q, charFd_, ks.encoding));
+    if (auto err = queues_.back()->start()) return err;
+  }
+
+  Result<Unit> started = UblkControl::start(id(), getpid());
+  if (!started.ok()) return started.error;
+  Result<ublksrv_ctrl_dev_info> now = UblkControl::getInfo(id());
+  if (now.ok()) info_ = *now.value;
+  return std::nullopt;
+}
+
+void Device::stopQueuesAndClose() {
+  // The queues stay (joined) so that their final counters can still be read.
+  for (auto &q : queues_) q->join();
+  if (charFd_ >= 0) close(charFd_);
+  charFd_ = -1;
+}
+
+std::optional<SysError> Device::remove() {
+  std::lock_guard<std::mutex> lock(removeMutex_);
+  std::optional<SysError> first;
+  if (added_ && !removed_) {
+    // STOP_DEV removes the disk (waiting for in-flight I/O, which the queues keep
+    // serving) and then aborts every queued command, which ends the queue threads.
+    Result<Unit> stopped = UblkControl::stop(id());
+    if (!stopped.ok()) first = stopped.error;
+    stopQueuesAndClose();
+    // DEL_DEV waits until /dev/ublkcN is released, so it must come after the close.
+    Result<Unit> deleted = UblkControl::remove(id());
+    if (!deleted.ok() && !first) first = deleted.error;
+    removed_ = true;
+  }
+  stopQueuesAndClose();
+  if (spec_.backingFd >= 0) close(spec_.backingFd);
+  spec_.backingFd = -1;
+  return first;
+}
+
+Device::~Device() { remove(); }
+
+std::vector<QueueSnapshot> Device::snapshot() const {
+  std::vector<QueueSnapshot> out;
+  for (const auto &q : queues_) out.push_back(q->snapshot());
+  return out;
+}
+
+}  // namespace ubloop

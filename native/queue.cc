@@ -1,0 +1,239 @@
+#include "queue.h"
+
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "target.h"
+#include "user_data.h"
+
+namespace ubloop {
+namespace {
+
+using user_data::Kind;
+
+// Ring flags in order of preference; Linux 6.1 takes the first set, older kernels a
+// later one.
+constexpr unsigned kRingFlagChoices[] = {
+    IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+    IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER,
+    IORING_SETUP_COOP_TASKRUN,
+    0,
+};
+
+size_t pageAlign(size_t n) {
+  size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  return (n + page - 1) / page * page;
+}
+
+}  // namespace
+
+Queue::Queue(const DeviceSpec &spec, uint16_t qid, int charFd, abi::Encoding enc)
+    : spec_(spec), qid_(qid), charFd_(charFd), enc_(enc), target_(targetFor(spec.target)) {}
+
+Queue::~Queue() { join(); }
+
+std::optional<SysError> Queue::start() {
+  int err = pthread_create(&thread_, nullptr, &Queue::threadMain, this);
+  if (err != 0) return SysError::from(err, "pthread_create");
+  threadStarted_ = true;
+  std::unique_lock<std::mutex> lock(readyMutex_);
+  readyCv_.wait(lock, [this] { return readyReported_; });
+  return readyError_;
+}
+
+void Queue::join() {
+  if (!threadStarted_) return;
+  pthread_join(thread_, nullptr);
+  threadStarted_ = false;
+}
+
+QueueSnapshot Queue::snapshot() const {
+  return QueueSnapshot{
+      counters_.ops.load(std::memory_order_relaxed),
+      counters_.bytesRead.load(std::memory_order_relaxed),
+      counters_.bytesWritten.load(std::memory_order_relaxed),
+      counters_.errors.load(std::memory_order_relaxed),
+      counters_.enters.load(std::memory_order_relaxed),
+      tid_.load(std::memory_order_relaxed),
+      ringFlags_,
+  };
+}
+
+void Queue::reportReady(std::optional<SysError> err) {
+  std::lock_guard<std::mutex> lock(readyMutex_);
+  readyError_ = std::move(err);
+  readyReported_ = true;
+  readyCv_.notify_all();
+}
+
+void *Queue::threadMain(void *arg) {
+  auto *q = static_cast<Queue *>(arg);
+  q->tid_.store(static_cast<int>(syscall(SYS_gettid)));
+  char name[16];
+  snprintf(name, sizeof(name), "ubloop-q%u", q->qid_);
+  pthread_setname_np(pthread_self(), name);
+
+  if (auto err = q->setup()) {
+    q->teardown();
+    q->reportReady(std::move(err));
+    return nullptr;
+  }
+  q->fetchAll();
+  // FETCH never completes before START_DEV unless the kernel refused it; a CQE here
+  // means the queue cannot serve.
+  io_uring_cqe *cqe = nullptr;
+  if (io_uring_peek_cqe(&q->ring_, &cqe) == 0) {
+    SysError err = SysError::from(cqe->res, "FETCH_REQ", "queue " + std::to_string(q->qid_));
+    q->teardown();
+    q->reportReady(std::move(err));
+    return nullptr;
+  }
+  q->reportReady(std::nullopt);
+  q->serve();
+  q->teardown();
+  return nullptr;
+}
+
+std::optional<SysError> Queue::setup() {
+  const std::string where = "queue " + std::to_string(qid_);
+  // Each tag has at most one command and one backing I/O queued at once.
+  unsigned entries = 2u * spec_.depth;
+  int ret = -EINVAL;
+  for (unsigned flags : kRingFlagChoices) {
+    ret = io_uring_queue_init(entries, &ring_, flags);
+    if (ret == 0) {
+      ringFlags_ = flags;
+      break;
+    }
+    if (ret != -EINVAL) break;
+  }
+  if (ret < 0) return SysError::from(ret, "io_uring_setup", where);
+  ringUp_ = true;
+
+  int files[2] = {charFd_, spec_.backingFd};
+  ret = io_uring_register_files(&ring_, files, spec_.backingFd >= 0 ? 2 : 1);
+  if (ret < 0) return SysError::from(ret, "io_uring_register_files", where);
+
+  descBytes_ = pageAlign(spec_.depth * sizeof(ublksrv_io_desc));
+  void *d = mmap(nullptr, descBytes_, PROT_READ, MAP_SHARED | MAP_POPULATE, charFd_,
+                 static_cast<off_t>(abi::descOffset(qid_)));
+  if (d == MAP_FAILED) return SysError::from(errno, "mmap io descriptors", where);
+  descs_ = static_cast<ublksrv_io_desc *>(d);
+
+  // One buffer per tag, page aligned (O_DIRECT needs it). Pages are touched only when
+  // a request of that size arrives, so an idle device costs little memory.
+  bufferBytes_ = size_t(spec_.depth) * spec_.maxIoBytes;
+  void *b = mmap(nullptr, bufferBytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                 -1, 0);
+  if (b == MAP_FAILED) return SysError::from(errno, "mmap I/O buffers", where);
+  buffers_ = static_cast<char *>(b);
+
+  slots_.resize(spec_.depth);
+  for (uint16_t tag = 0; tag < spec_.depth; tag++) slots_[tag].buf = buffers_ + size_t(tag) * spec_.maxIoBytes;
+  return std::nullopt;
+}
+
+void Queue::fetchAll() {
+  for (uint16_t tag = 0; tag < spec_.depth; tag++) queueCommand(tag, UBLK_IO_FETCH_REQ, 0);
+  io_uring_submit(&ring_);
+}
+
+io_uring_sqe *Queue::sqe() {
+  io_uring_sqe *s = io_uring_get_sqe(&ring_);
+  while (s == nullptr) {
+    io_uring_submit(&ring_);
+    s = io_uring_get_sqe(&ring_);
+  }
+  return s;
+}
+
+void Queue::queueCommand(uint16_t tag, unsigned op, int result) {
+  io_uring_sqe *s = sqe();
+  memset(s, 0, sizeof(*s));
+  s->opcode = IORING_OP_URING_CMD;
+  s->fd = 0;  // registered slot of /dev/ublkcN
+  s->flags = IOSQE_FIXED_FILE;
+  s->cmd_op = abi::ioOp(enc_, op);
+  auto *cmd = reinterpret_cast<ublksrv_io_cmd *>(&s->cmd);
+  cmd->q_id = qid_;
+  cmd->tag = tag;
+  cmd->result = result;
+  cmd->addr = reinterpret_cast<uint64_t>(slots_[tag].buf);
+  s->user_data = user_data::encode(Kind::Command, tag);
+  liveCommands_++;
+}
+
+void Queue::issueBacking(io_uring_sqe *s, uint16_t tag, uint8_t op) {
+  s->flags |= IOSQE_FIXED_FILE;
+  s->user_data = user_data::encode(Kind::Backing, tag, op);
+  inflight_++;
+}
+
+void Queue::commit(uint16_t tag, int result) {
+  const ublksrv_io_desc &d = descs_[tag];
+  counters_.ops.fetch_add(1, std::memory_order_relaxed);
+  if (result < 0) {
+    counters_.errors.fetch_add(1, std::memory_order_relaxed);
+  } else if (ublksrv_get_op(&d) == UBLK_IO_OP_READ) {
+    counters_.bytesRead.fetch_add(unsigned(result), std::memory_order_relaxed);
+  } else if (ublksrv_get_op(&d) == UBLK_IO_OP_WRITE) {
+    counters_.bytesWritten.fetch_add(unsigned(result), std::memory_order_relaxed);
+  }
+  queueCommand(tag, UBLK_IO_COMMIT_AND_FETCH_REQ, result);
+}
+
+// The hot loop: one io_uring_enter submits every commit and backing I/O queued since
+// the last pass and waits for at least one completion; then every CQE is handled
+// and the CQ is advanced once.
+void Queue::serve() {
+  while (liveCommands_ > 0 || inflight_ > 0) {
+    int ret = io_uring_submit_and_wait(&ring_, 1);
+    counters_.enters.fetch_add(1, std::memory_order_relaxed);
+    if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
+      fprintf(stderr, "ubloop: queue %u: io_uring_enter: %s\n", qid_, strerror(-ret));
+      return;
+    }
+    unsigned head, seen = 0;
+    io_uring_cqe *cqe;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      handle(*cqe);
+      seen++;
+    }
+    io_uring_cq_advance(&ring_, seen);
+  }
+}
+
+void Queue::handle(const io_uring_cqe &cqe) {
+  const uint16_t tag = user_data::tagOf(cqe.user_data);
+  if (user_data::kindOf(cqe.user_data) == Kind::Backing) {
+    inflight_--;
+    target_.backingDone(*this, tag, user_data::opOf(cqe.user_data), cqe.res);
+    return;
+  }
+  liveCommands_--;
+  if (cqe.res == UBLK_IO_RES_OK) {
+    slots_[tag].done = 0;
+    target_.start(*this, tag);
+  } else if (cqe.res != UBLK_IO_RES_ABORT) {
+    // The kernel refused a command (the device is going away, or a bug): this tag
+    // stops serving; the device's own teardown reports the rest.
+    counters_.errors.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+void Queue::teardown() {
+  if (buffers_) munmap(buffers_, bufferBytes_);
+  buffers_ = nullptr;
+  if (descs_) munmap(descs_, descBytes_);
+  descs_ = nullptr;
+  if (ringUp_) io_uring_queue_exit(&ring_);
+  ringUp_ = false;
+}
+
+}  // namespace ubloop

@@ -1,0 +1,111 @@
+// One ublk hardware queue, served by one thread that owns one io_uring.
+//
+// The thread: create the ring -> register files (slot 0 = /dev/ublkcN, slot 1 = the
+// backing file) -> map the descriptor array and the I/O buffers -> FETCH every tag ->
+// report ready -> serve until the kernel aborts every command -> tear down.
+// Targets call sqe() / commit() from inside the loop; nothing here is thread-safe
+// except stats() and the ready handshake.
+#pragma once
+
+#include <liburing.h>
+#include <pthread.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "device_spec.h"
+#include "errors.h"
+#include "ublk_abi.h"
+
+namespace ubloop {
+
+struct Target;
+
+// Per-tag state that a target needs across backing completions.
+struct IoSlot {
+  char *buf = nullptr;
+  uint32_t done = 0;       // bytes of a READ/WRITE already transferred (short I/O continues)
+};
+
+struct QueueCounters {
+  std::atomic<uint64_t> ops{0};
+  std::atomic<uint64_t> bytesRead{0};
+  std::atomic<uint64_t> bytesWritten{0};
+  std::atomic<uint64_t> errors{0};
+  std::atomic<uint64_t> enters{0};  // io_uring_enter calls made by the loop
+};
+
+struct QueueSnapshot {
+  uint64_t ops, bytesRead, bytesWritten, errors, enters;
+  int tid;
+  unsigned ringFlags;
+};
+
+class Queue {
+ public:
+  Queue(const DeviceSpec &spec, uint16_t qid, int charFd, abi::Encoding enc);
+  ~Queue();
+  Queue(const Queue &) = delete;
+  Queue &operator=(const Queue &) = delete;
+
+  // Starts the thread and waits until it has fetched every tag (or failed).
+  std::optional<SysError> start();
+  // Waits for the thread to end; it ends once the kernel has aborted its commands.
+  void join();
+  QueueSnapshot snapshot() const;
+
+  // --- for targets, on the queue thread ---
+  io_uring_sqe *sqe();
+  const ublksrv_io_desc &desc(uint16_t tag) const { return descs_[tag]; }
+  IoSlot &slot(uint16_t tag) { return slots_[tag]; }
+  const DeviceSpec &spec() const { return spec_; }
+  // Registered file slot of the backing file, for io_uring_prep_*.
+  static constexpr int kBackingFile = 1;
+  // Marks an SQE prepared on kBackingFile as backing I/O for tag serving ublk op `op`.
+  void issueBacking(io_uring_sqe *s, uint16_t tag, uint8_t op);
+  // Finishes a request: COMMIT_AND_FETCH_REQ with result (bytes, or -errno).
+  void commit(uint16_t tag, int result);
+
+ private:
+  static void *threadMain(void *self);
+  std::optional<SysError> setup();
+  void fetchAll();
+  void serve();
+  void handle(const io_uring_cqe &cqe);
+  void teardown();
+  void reportReady(std::optional<SysError> err);
+  void queueCommand(uint16_t tag, unsigned op, int result);
+
+  const DeviceSpec &spec_;
+  const uint16_t qid_;
+  const int charFd_;
+  const abi::Encoding enc_;
+  const Target &target_;
+
+  io_uring ring_{};
+  bool ringUp_ = false;
+  unsigned ringFlags_ = 0;
+  ublksrv_io_desc *descs_ = nullptr;
+  size_t descBytes_ = 0;
+  char *buffers_ = nullptr;
+  size_t bufferBytes_ = 0;
+  std::vector<IoSlot> slots_;
+  unsigned liveCommands_ = 0;  // tags whose FETCH/COMMIT is with the kernel (or queued for it)
+  unsigned inflight_ = 0;      // backing I/Os not yet completed
+
+  pthread_t thread_{};
+  bool threadStarted_ = false;
+  std::atomic<int> tid_{0};
+  QueueCounters counters_;
+
+  std::mutex readyMutex_;
+  std::condition_variable readyCv_;
+  bool readyReported_ = false;
+  std::optional<SysError> readyError_;
+};
+
+}  // namespace ubloop

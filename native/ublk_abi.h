@@ -1,0 +1,66 @@
+// ublk user ABI: what <linux/ublk_cmd.h> of Linux 6.1 defines, plus the pieces newer
+// kernels added (ioctl-encoded opcodes, GET_FEATURES, newer UBLK_F_* flags), declared
+// here under #ifndef so that one build runs on 6.1 and uses newer features when the
+// running kernel grants them.
+#pragma once
+
+#include <linux/ublk_cmd.h>
+#include <sys/ioctl.h>
+
+#ifndef UBLK_CMD_GET_DEV_INFO2
+#define UBLK_CMD_GET_DEV_INFO2 0x12
+#endif
+#ifndef UBLK_CMD_GET_FEATURES
+#define UBLK_CMD_GET_FEATURES 0x13
+#endif
+
+#ifndef UBLK_F_UNPRIVILEGED_DEV
+#define UBLK_F_UNPRIVILEGED_DEV (1ULL << 5)
+#endif
+#ifndef UBLK_F_CMD_IOCTL_ENCODE
+#define UBLK_F_CMD_IOCTL_ENCODE (1ULL << 6)
+#endif
+#ifndef UBLK_F_USER_COPY
+#define UBLK_F_USER_COPY (1ULL << 7)
+#endif
+#ifndef UBLK_F_ZONED
+#define UBLK_F_ZONED (1ULL << 8)
+#endif
+#ifndef UBLK_F_USER_RECOVERY_FAIL_IO
+#define UBLK_F_USER_RECOVERY_FAIL_IO (1ULL << 9)
+#endif
+#ifndef UBLK_F_UPDATE_SIZE
+#define UBLK_F_UPDATE_SIZE (1ULL << 10)
+#endif
+#ifndef UBLK_F_AUTO_BUF_REG
+#define UBLK_F_AUTO_BUF_REG (1ULL << 11)
+#endif
+#ifndef UBLK_F_QUIESCE
+#define UBLK_F_QUIESCE (1ULL << 12)
+#endif
+
+namespace ubloop::abi {
+
+// The kernel accepts a control or I/O command either by its bare number ("legacy",
+// the only form Linux 6.1 knows) or ioctl-encoded (Linux 6.4+).
+enum class Encoding { Legacy, Ioctl };
+
+constexpr unsigned ctrlOp(Encoding e, unsigned nr, bool readOnly) {
+  if (e == Encoding::Legacy) return nr;
+  return readOnly ? _IOR('u', nr, struct ublksrv_ctrl_cmd) : _IOWR('u', nr, struct ublksrv_ctrl_cmd);
+}
+
+constexpr unsigned ioOp(Encoding e, unsigned nr) {
+  return e == Encoding::Legacy ? nr : _IOWR('u', nr, struct ublksrv_io_cmd);
+}
+
+// The per-queue descriptor array lives in the char device's mmap space.
+constexpr unsigned long descOffset(unsigned qid) {
+  return UBLKSRV_CMD_BUF_OFFSET + qid * UBLK_MAX_QUEUE_DEPTH * sizeof(struct ublksrv_io_desc);
+}
+
+static_assert(sizeof(struct ublksrv_ctrl_cmd) == 32, "control command fills the SQE128 cmd area");
+static_assert(sizeof(struct ublksrv_io_cmd) == 16, "I/O command fits a normal SQE");
+static_assert(sizeof(struct ublksrv_ctrl_dev_info) == 64, "dev_info layout");
+
+}  // namespace ubloop::abi

@@ -1,0 +1,49 @@
+// Control commands on /dev/ublk-control. Each command is one IORING_OP_URING_CMD on a
+// small SQE128 ring, submitted and waited for synchronously: call these off the JS
+// thread, since START_DEV and DEL_DEV may block for a long time.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+#include "errors.h"
+#include "ublk_abi.h"
+
+namespace ubloop {
+
+// What the running kernel's ublk offers, probed once per process.
+struct KernelSupport {
+  bool present = false;              // /dev/ublk-control exists and opens
+  int openErrno = 0;                 // why it could not be opened
+  abi::Encoding encoding = abi::Encoding::Legacy;
+  std::optional<uint64_t> features;  // GET_FEATURES answer (Linux 6.5+)
+};
+
+const KernelSupport &kernelSupport();
+
+// Result type for control commands: an errno-carrying error, or success.
+template <typename T>
+struct Result {
+  std::optional<T> value;
+  SysError error;
+  bool ok() const { return value.has_value(); }
+  static Result fail(SysError e) { return Result{std::nullopt, std::move(e)}; }
+};
+
+struct Unit {};
+
+class UblkControl {
+ public:
+  // dev_id may be -1 (automatic); the kernel fills in the id and the granted flags.
+  static Result<ublksrv_ctrl_dev_info> addDevice(const ublksrv_ctrl_dev_info &request);
+  static Result<Unit> setParams(uint32_t id, const ublk_params &params);
+  static Result<ublk_params> getParams(uint32_t id);
+  static Result<ublksrv_ctrl_dev_info> getInfo(uint32_t id);
+  static Result<Unit> start(uint32_t id, int serverPid);
+  static Result<Unit> stop(uint32_t id);
+  static Result<Unit> remove(uint32_t id);
+  static Result<Unit> startRecovery(uint32_t id);
+  static Result<Unit> endRecovery(uint32_t id, int serverPid);
+};
+
+}  // namespace ubloop
