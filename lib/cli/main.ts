@@ -1,0 +1,34 @@
+// The ubloop command line: one module per command under ./commands, each exporting a
+// yargs CommandModule whose handler imports its real work lazily.
+import yargs, { type Argv } from 'yargs';
+import { featuresCommand } from './commands/features.js';
+import { serveCommand } from './commands/serve.js';
+import { fail } from './output.js';
+
+function commands(cli: Argv): Argv {
+  return cli.command(serveCommand).command(featuresCommand);
+}
+
+/** Runs the CLI; resolves to the process exit code. */
+export async function main(argv: string[]): Promise<number> {
+  let exitCode = 0;
+  const cli = commands(yargs(argv).scriptName('ubloop'))
+    .demandCommand(1, 'name a command (see --help)')
+    .strict()
+    .help()
+    .version()
+    .wrap(Math.min(100, process.stdout.columns ?? 100))
+    .fail((msg: string | undefined, err: Error | undefined) => {
+      if (err) throw err;
+      process.stderr.write(`ubloop: ${msg ?? 'bad arguments'} (see "ubloop --help")\n`);
+      exitCode = 2;
+    });
+  try {
+    const result = await cli.parseAsync();
+    const code = (result as { exitCode?: unknown }).exitCode;
+    if (typeof code === 'number') exitCode = code;
+  } catch (err) {
+    exitCode = fail(err);
+  }
+  return exitCode;
+}
