@@ -60,8 +60,13 @@ int execute(abi::Encoding enc, unsigned nr, const ublksrv_ctrl_cmd &cmd) {
   int ret = io_uring_queue_init(4, &ring, IORING_SETUP_SQE128);
   if (ret < 0) return ret;
 
+  // A fresh ring always has a free SQE; an SQE128 slot is two normal SQEs long.
   io_uring_sqe *sqe = io_uring_get_sqe(&ring);
-  memset(sqe, 0, 2 * sizeof(*sqe));
+  if (sqe == nullptr) {
+    io_uring_queue_exit(&ring);
+    return -EBUSY;
+  }
+  memset(static_cast<void *>(sqe), 0, 2 * sizeof(io_uring_sqe));
   sqe->opcode = IORING_OP_URING_CMD;
   sqe->fd = cf.fd;
   sqe->cmd_op = abi::ctrlOp(enc, nr, isReadCommand(nr));
