@@ -1,6 +1,7 @@
 // The device API: createDevice() serves an image file (or nothing, for 'null') as
 // /dev/ublkbN from native queue threads of this process; stop() removes it.
-import { closeSync, constants as fsConstants, fstatSync, openSync, writeFileSync } from 'node:fs';
+import { closeSync, constants as fsConstants, fstatSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { splitDev } from './devnum.js';
 import { UbloopError, invalid, isSystemError } from './errors.js';
 import { checkOptions, loopDeviceSize, type CheckedOptions, type DeviceOptions, type Scheduler } from './device-options.js';
 import { flagNames, readScheduler } from './kernel.js';
@@ -164,6 +165,37 @@ function imageSize(fd: number, name: string): number {
   throw invalid(`${name} is not a regular file`);
 }
 
+/**
+ * The logical block size of the disk under a file, from sysfs; null when the file
+ * lives on something without one (tmpfs, a network or virtual filesystem).
+ */
+function backingLogicalBlockSize(fd: number): number | null {
+  const { major, minor } = splitDev(fstatSync(fd, { bigint: true }).dev);
+  const dev = `/sys/dev/block/${major}:${minor}`;
+  for (const queue of [`${dev}/queue`, `${dev}/../queue`]) {
+    try {
+      return Number(readFileSync(`${queue}/logical_block_size`, 'utf8').trim());
+    } catch {
+      // a partition keeps its queue in the parent disk's directory
+    }
+  }
+  return null;
+}
+
+/** With O_DIRECT every request must be aligned to the backing disk's logical block size. */
+function checkDirectIoAlignment(fd: number, o: CheckedOptions, name: string): void {
+  const needed = backingLogicalBlockSize(fd);
+  if (needed !== null && o.blockSize < needed) {
+    throw invalid(
+      `block size ${o.blockSize} is smaller than the logical block size ${needed} of the disk holding ${name}; ` +
+        `direct I/O needs a block size of at least ${needed}`,
+    );
+  }
+  if (needed !== null && o.offset % needed !== 0) {
+    throw invalid(`offset ${o.offset} is not a multiple of ${needed}, the logical block size of the disk holding ${name}`);
+  }
+}
+
 function setScheduler(id: number, scheduler: Scheduler): void {
   const disk = `ublkb${id}`;
   const { available } = readScheduler(disk);
@@ -185,6 +217,7 @@ export async function createDevice(options: DeviceOptions): Promise<Device> {
     if (o.target === 'loop') {
       image = openImage(o);
       size = loopDeviceSize(imageSize(image.fd, image.name), o, image.name);
+      if (o.directIo) checkDirectIoAlignment(image.fd, o, image.name);
     }
     const dev = await native().createDevice({
       id: o.id,
