@@ -1,0 +1,292 @@
+#!/usr/bin/env node
+// `npm test`: build, run the unit tests on this machine, then the end-to-end suite on
+// a kernel that really has ublk — this one if it has /dev/ublk-control (and we are
+// root), otherwise a QEMU guest booted from a test kernel. Ends with one line
+// "N passed, N failed" (unit + e2e) that CI reads, and exits non-zero on any failure.
+//
+//   node scripts/test.mjs [--unit-only | --e2e-only] [--vm] [FILE...]
+//
+//   --unit-only   run only the host unit tests (the only way to skip e2e on purpose)
+//   --e2e-only    run only the e2e suite
+//   --vm          run e2e in the VM even when this kernel has ublk
+//   FILE...       e2e test files to run instead of the whole of test/e2e
+//
+// Environment: UBLK_VM_KERNEL (bzImage; default ../shared/vm/bzImage), UBLK_VM_RUNNER
+// (default ../shared/vm/run-in-vm), UBLK_VM_TIMEOUT (seconds for the whole guest run,
+// default 1080), UBLK_VM_SCRATCH_SIZE (default 4G), CI=true (missing kernel = failure).
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, accessSync, constants } from 'node:fs';
+import { constants as osConstants, release } from 'node:os';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+process.chdir(root);
+const tapBin = join(root, 'node_modules', '.bin', 'tap');
+const resultsDir = join(root, '.tap', 'test-results');
+const e2eInfoFile = join(root, '.tap', 'ubloop-e2e-run.json');
+const E2E_FILE_TIMEOUT_S = 420;
+
+const argv = process.argv.slice(2);
+const flag = (name) => {
+  const i = argv.indexOf(name);
+  if (i === -1) return false;
+  argv.splice(i, 1);
+  return true;
+};
+const inner = flag('--e2e-inner'); // internal: we are the e2e run on the ublk kernel
+const unitOnly = flag('--unit-only');
+const e2eOnly = flag('--e2e-only');
+const forceVm = flag('--vm');
+const unknown = argv.filter((a) => a.startsWith('-'));
+if (unknown.length > 0 || (unitOnly && e2eOnly)) {
+  console.error(`test.mjs: ${unknown.length ? `unknown option ${unknown[0]}` : '--unit-only and --e2e-only exclude each other'}`);
+  console.error('usage: node scripts/test.mjs [--unit-only | --e2e-only] [--vm] [E2E_FILE...]');
+  process.exit(2);
+}
+const e2eFiles = argv.length > 0 ? argv : ['test/e2e'];
+const ci = process.env.CI === 'true' || process.env.CI === '1';
+
+const log = (line = '') => process.stdout.write(`${line}\n`);
+const banner = (text) => log(`\n=== ${text} ${'='.repeat(Math.max(3, 74 - text.length))}`);
+const secs = (ms) => `${(ms / 1000).toFixed(1)} s`;
+
+// ------------------------------------------------------------------ results
+/**
+ * Counts top-level tests in tap's saved results (.tap/test-results/<file>.tap): every
+ * `t.test(...)` of a file is one test. Skipped and todo tests are counted apart, never
+ * as passed. A selected file with no saved result counts as one failure.
+ */
+async function countResults(files) {
+  const { Parser } = await import('tap-parser');
+  const total = { passed: 0, failed: 0, skipped: 0, todo: 0, files: 0, failures: [] };
+  for (const file of files) {
+    const saved = join(resultsDir, `${file}.tap`);
+    total.files++;
+    if (!existsSync(saved)) {
+      total.failed++;
+      total.failures.push(`${file}: produced no test results (crashed before running, or never ran)`);
+      continue;
+    }
+    const tapText = readFileSync(saved, 'utf8');
+    const points = [];
+    const final = await new Promise((done) => {
+      const p = new Parser({ passes: true }, done);
+      p.on('assert', (a) => points.push(a));
+      p.end(tapText);
+    });
+    let failedHere = 0;
+    for (const a of points) {
+      if (a.todo) total.todo++;
+      else if (a.skip) total.skipped++;
+      else if (a.ok) total.passed++;
+      else {
+        total.failed++;
+        failedHere++;
+        total.failures.push(`${file}: ${a.name || `test ${a.id}`}`);
+      }
+    }
+    // A bail-out, a timeout or a plan mismatch fails the file even when no point did.
+    if (failedHere === 0 && (!final.ok || points.length === 0)) {
+      total.failed++;
+      total.failures.push(`${file}: ${points.length === 0 ? 'ran no tests' : 'did not complete (bail out, timeout or bad plan)'}`);
+    }
+  }
+  return total;
+}
+
+/** The test files tap would run for these arguments (relative to the project root). */
+function listTestFiles(args) {
+  const out = [];
+  const walk = (p) => {
+    const st = statSync(p);
+    if (st.isDirectory()) {
+      for (const e of readdirSync(p).sort()) walk(join(p, e));
+    } else if (/\.test\.[cm]?[jt]s$/.test(p)) {
+      out.push(relative(root, resolve(p)));
+    }
+  };
+  for (const a of args) {
+    if (!existsSync(a)) throw new Error(`no such test file or directory: ${a}`);
+    walk(a);
+  }
+  return out;
+}
+
+function clearResults(files) {
+  for (const f of files) rmSync(join(resultsDir, `${f}.tap`), { force: true });
+}
+
+/** Runs a command with inherited stdio; resolves with its exit code (or 128+signal). */
+function run(cmd, args, opts = {}) {
+  return new Promise((done) => {
+    const child = spawn(cmd, args, { stdio: 'inherit', ...opts });
+    const forward = (sig) => child.kill(sig);
+    process.on('SIGINT', forward);
+    process.on('SIGTERM', forward);
+    child.on('error', (err) => {
+      console.error(`test.mjs: cannot run ${cmd}: ${err.message}`);
+      done(127);
+    });
+    child.on('exit', (code, signal) => {
+      process.off('SIGINT', forward);
+      process.off('SIGTERM', forward);
+      done(code ?? 128 + (signal ? (osConstants.signals[signal] ?? 1) : 1));
+    });
+  });
+}
+
+// ------------------------------------------------------------------ inner e2e run
+// Runs on the ublk kernel itself (inside the VM, or directly on a capable host).
+if (inner) {
+  const kernel = release();
+  log(`e2e: running on kernel ${kernel} (${process.env.UBLK_VM_SCRATCH ? `scratch ext4 at ${process.env.UBLK_VM_SCRATCH}` : 'no scratch disk'})`);
+  const started = Date.now();
+  let status = 1;
+  if (!existsSync('/dev/ublk-control')) {
+    console.error(`e2e: kernel ${kernel} has no /dev/ublk-control; cannot run the e2e suite`);
+  } else {
+    const files = listTestFiles(e2eFiles);
+    clearResults(files);
+    status = await run(tapBin, [
+      '--jobs=1',
+      `--timeout=${E2E_FILE_TIMEOUT_S}`,
+      '--disable-coverage',
+      '--allow-empty-coverage',
+      ...e2eFiles,
+    ]);
+  }
+  mkdirSync(dirname(e2eInfoFile), { recursive: true });
+  writeFileSync(e2eInfoFile, JSON.stringify({ kernel, status, ms: Date.now() - started }) + '\n');
+  process.exit(status);
+}
+
+// ------------------------------------------------------------------ main
+const t0 = Date.now();
+const summary = [];
+let passed = 0;
+let failed = 0;
+const problems = [];
+
+function add(kind, counts, ms, where) {
+  passed += counts.passed;
+  failed += counts.failed;
+  problems.push(...counts.failures);
+  const extra = [counts.skipped ? `${counts.skipped} skipped` : '', counts.todo ? `${counts.todo} todo` : '']
+    .filter(Boolean)
+    .join(', ');
+  summary.push(
+    `${kind}: ${counts.passed} passed, ${counts.failed} failed${extra ? `, ${extra}` : ''} ` +
+      `(${counts.files} files, ${secs(ms)}${where ? `, ${where}` : ''})`,
+  );
+}
+
+banner('build (npm run build)');
+const build = spawnSync('npm', ['run', '--silent', 'build'], { stdio: 'inherit' });
+if (build.status !== 0) {
+  console.error('test.mjs: "npm run build" failed; not running tests against a stale dist/');
+  log('0 passed, 1 failed');
+  process.exit(1);
+}
+if (!existsSync(join(root, 'build', 'Release', 'ubloop.node'))) {
+  console.error('test.mjs: build/Release/ubloop.node is missing; run "npm run build:native" (npm ci does it)');
+  log('0 passed, 1 failed');
+  process.exit(1);
+}
+
+if (!e2eOnly) {
+  banner('unit tests (host)');
+  const files = listTestFiles(['test/unit']);
+  clearResults(files);
+  const started = Date.now();
+  await run(tapBin, ['test/unit']);
+  add('unit', await countResults(files), Date.now() - started, `kernel ${release()} (host)`);
+}
+
+/** Where to get a kernel with ublk when there is none. */
+function howToGetKernel() {
+  return [
+    'To build a test kernel with ublk (Debian linux-source-6.1, ~20-40 min on 2 cores):',
+    '    sudo scripts/build-test-kernel.sh ../shared/vm      # writes ../shared/vm/bzImage',
+    'or point UBLK_VM_KERNEL at an existing bzImage; the runner needs qemu-system-x86 and busybox-static.',
+    'To run only the host unit tests on purpose: node scripts/test.mjs --unit-only',
+  ].join('\n');
+}
+
+if (!unitOnly) {
+  const files = listTestFiles(e2eFiles);
+  const direct = !forceVm && existsSync('/dev/ublk-control') && process.getuid?.() === 0;
+  rmSync(e2eInfoFile, { force: true });
+  clearResults(files);
+  const started = Date.now();
+  let where = '';
+  let failure = null; // why the e2e suite could not run at all
+
+  if (direct) {
+    banner(`e2e tests (this kernel, ${release()})`);
+    await run(process.execPath, [fileURLToPath(import.meta.url), '--e2e-inner', ...argv]);
+    where = 'directly on this kernel';
+  } else {
+    const kernel = resolve(process.env.UBLK_VM_KERNEL ?? join(root, '..', 'shared', 'vm', 'bzImage'));
+    const runner = resolve(process.env.UBLK_VM_RUNNER ?? join(root, '..', 'shared', 'vm', 'run-in-vm'));
+    const scratch = process.env.UBLK_VM_SCRATCH_SIZE ?? '4G';
+    const vmTimeout = process.env.UBLK_VM_TIMEOUT ?? '1080';
+    let executable = true;
+    try {
+      accessSync(runner, constants.X_OK);
+    } catch {
+      executable = false;
+    }
+    if (!existsSync(kernel)) {
+      failure = `no ublk kernel: ${kernel} does not exist (set UBLK_VM_KERNEL)\n${howToGetKernel()}`;
+    } else if (!executable) {
+      failure = `no VM runner: ${runner} is missing or not executable (set UBLK_VM_RUNNER)\n${howToGetKernel()}`;
+    } else {
+      banner(`e2e tests (VM: ${relative(root, kernel) || kernel})`);
+      log(`runner: ${runner} --scratch ${scratch} --timeout ${vmTimeout}`);
+      const rc = await run(
+        runner,
+        ['--scratch', scratch, '--timeout', vmTimeout, '--', 'node', 'scripts/test.mjs', '--e2e-inner', ...argv],
+        { env: { ...process.env, UBLK_VM_KERNEL: kernel } },
+      );
+      where = 'in the VM';
+      if (rc === 98 || rc === 97) {
+        failure = `the VM did not run the tests (runner exit ${rc}: ${rc === 98 ? 'boot failure, panic or timeout' : 'could not enter the project directory'})`;
+      } else if (rc === 2 && !existsSync(e2eInfoFile)) {
+        failure = `the VM runner refused to start (exit 2; see its message above)\n${howToGetKernel()}`;
+      }
+    }
+  }
+
+  let info = null;
+  try {
+    info = JSON.parse(readFileSync(e2eInfoFile, 'utf8'));
+  } catch {
+    failure ??= 'the e2e run produced no results (the guest or the test runner died before finishing)';
+  }
+  const ms = Date.now() - started;
+  if (failure) {
+    const loud = `E2E SUITE DID NOT RUN: ${failure}`;
+    console.error(`\n${'!'.repeat(78)}\n${loud}\n${'!'.repeat(78)}`);
+    const counts = await countResults(files); // whatever did finish still counts
+    if (counts.failed === 0) {
+      counts.failed = 1;
+      counts.failures = [`e2e: ${failure.split('\n')[0]}`];
+    }
+    add('e2e', counts, ms, `${where || 'not run'}${ci ? ', CI' : ''}`);
+  } else {
+    const counts = await countResults(files);
+    add('e2e', counts, ms, `kernel ${info.kernel} ${where}`);
+  }
+}
+
+banner('summary');
+for (const line of summary) log(line);
+if (problems.length > 0) {
+  log('failures:');
+  for (const p of problems.slice(0, 50)) log(`  - ${p}`);
+}
+if (unitOnly) log('e2e: not run (--unit-only)');
+log(`total time ${secs(Date.now() - t0)}`);
+log(`${passed} passed, ${failed} failed`);
+process.exit(failed > 0 ? 1 : 0);
