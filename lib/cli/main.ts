@@ -1,12 +1,13 @@
 // The ubloop command line: one module per command under ./commands, each exporting a
 // yargs CommandModule whose handler imports its real work lazily.
 import yargs, { type Argv } from 'yargs';
+import { cleanupCommand } from './commands/cleanup.js';
 import { featuresCommand } from './commands/features.js';
 import { serveCommand } from './commands/serve.js';
 import { fail } from './output.js';
 
 function commands(cli: Argv): Argv {
-  return cli.command(serveCommand).command(featuresCommand);
+  return cli.command(serveCommand).command(featuresCommand).command(cleanupCommand);
 }
 
 /** Runs the CLI; resolves to the process exit code. */

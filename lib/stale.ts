@@ -1,0 +1,82 @@
+// ublk devices whose server has died stay in the kernel (their id taken, /dev/ublkcN
+// present) until someone deletes them. This finds and deletes them.
+import { readdirSync, readlinkSync } from 'node:fs';
+import { isSystemError } from './errors.js';
+import { native, type NativeKernelDeviceInfo } from './native.js';
+
+export interface StaleDevice {
+  id: number;
+  serverPid: number;
+  state: NativeKernelDeviceInfo['state'];
+}
+
+/** ids of every ublk device the kernel has, from /sys/class/ublk-char. */
+export function ublkDeviceIds(): number[] {
+  let names: string[];
+  try {
+    names = readdirSync('/sys/class/ublk-char');
+  } catch {
+    return [];
+  }
+  return names
+    .map((n) => /^ublkc(\d+)$/.exec(n)?.[1])
+    .filter((n): n is string => n !== undefined)
+    .map(Number)
+    .sort((a, b) => a - b);
+}
+
+function alive(pid: number): boolean {
+  if (pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return isSystemError(err) && err.code === 'EPERM';
+  }
+}
+
+/** Whether any process has /dev/ublkcN open: a server serving or tearing it down. */
+function charDeviceHeld(id: number): boolean {
+  const target = `/dev/ublkc${id}`;
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    let fds: string[];
+    try {
+      fds = readdirSync(`/proc/${pid}/fd`);
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      try {
+        if (readlinkSync(`/proc/${pid}/fd/${fd}`) === target) return true;
+      } catch {
+        // closed meanwhile
+      }
+    }
+  }
+  return false;
+}
+
+/**
+ * Devices whose server process is gone and whose char device nobody holds open. A quiesced device waits for its server to
+ * recover it, so it counts only when includeQuiesced is set.
+ */
+export async function findStaleDevices(includeQuiesced = false): Promise<StaleDevice[]> {
+  const stale: StaleDevice[] = [];
+  for (const id of ublkDeviceIds()) {
+    let info: NativeKernelDeviceInfo;
+    try {
+      info = await native().getDeviceInfo(id);
+    } catch {
+      continue; // gone meanwhile
+    }
+    if (alive(info.serverPid) || charDeviceHeld(id)) continue;
+    if (info.state === 'quiesced' && !includeQuiesced) continue;
+    stale.push({ id, serverPid: info.serverPid, state: info.state });
+  }
+  return stale;
+}
+
+export async function deleteStaleDevice(id: number): Promise<void> {
+  await native().deleteDevice(id);
+}
