@@ -1,0 +1,5 @@
+export * from './caller.js';
+export * from './device-factory.js';
+export * from './instance.js';
+export * from './loop-ctl.js';
+export * from './manager.js';

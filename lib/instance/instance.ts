@@ -1,0 +1,403 @@
+// One instance: its own loop indices, limit and owner, with loop-control semantics that
+// match Linux 6.1's drivers/block/loop.c (loop_add, loop_control_remove,
+// loop_control_get_free), plus ENOSPC at `max` and GET_FREE reservations.
+import { UbloopError } from '../errors.js';
+import { MAX_INDEX } from '../protocol/limits.js';
+import type { BindOptions } from '../protocol/device-requests.js';
+import type { DeviceEntry } from '../protocol/results.js';
+import { holds, type Caller } from './caller.js';
+import type { BoundDevice, DeviceFactory } from './device-factory.js';
+import { LOOP_CTL_ADD, LOOP_CTL_GET_FREE, LOOP_CTL_REMOVE, indexArg } from './loop-ctl.js';
+import { errnoOf } from '../protocol/reply.js';
+
+export type SlotState = 'unbound' | 'binding' | 'bound' | 'unbinding';
+
+export interface Backing {
+  /** Path of the image as the daemon sees it (for the state file and for people). */
+  path: string;
+  dev: number;
+  ino: number;
+}
+
+export interface Binding {
+  device: BoundDevice;
+  backing: Backing;
+  options: BindOptions;
+  /** Key of the client that asked for the binding (autoclear waits for it to go). */
+  clientKey: string;
+  clientGone: boolean;
+  /** Unbind asked for while the device was busy: done once it is released. */
+  detachPending: boolean;
+  /** Since when the device has been seen idle (for the autoclear grace), or null. */
+  idleSince: number | null;
+}
+
+interface Slot {
+  index: number;
+  state: SlotState;
+  binding: Binding | null;
+  reservation: { holder: string; until: number } | null;
+}
+
+export interface InstanceSettings {
+  name: string;
+  max: number;
+  uid: number;
+  gid: number;
+  mode: number;
+  dir: string;
+}
+
+export interface InstanceHooks {
+  /** After a device is bound: e.g. create the loopN node. Throwing undoes the bind. */
+  bound(instance: Instance, index: number, device: BoundDevice): Promise<void> | void;
+  /** Before a bound device is stopped: e.g. remove the loopN node. */
+  unbound(instance: Instance, index: number): Promise<void> | void;
+  /** Something persistent changed (indices, bindings). */
+  changed(): void;
+}
+
+export interface InstanceContext {
+  factory: DeviceFactory;
+  hooks: InstanceHooks;
+  now(): number;
+  reservationMs: number;
+  /** Why the instance may not grow by one device now (ENOSPC), or null. */
+  roomCheck(instance: Instance): UbloopError | null;
+}
+
+export interface BindArgs {
+  index?: number;
+  fd: number;
+  backing: Backing;
+  options: BindOptions;
+  caller: Caller;
+}
+
+export interface UnbindResult {
+  /** The device was busy: it is unbound as soon as it is released. */
+  deferred: boolean;
+}
+
+export class Instance {
+  readonly name: string;
+  readonly uid: number;
+  readonly gid: number;
+  readonly mode: number;
+  readonly dir: string;
+  #max: number;
+  readonly #slots = new Map<number, Slot>();
+  readonly #ctx: InstanceContext;
+  /** Path of the loop-control node, or null when serving by socket only. */
+  loopControlPath: string | null = null;
+
+  constructor(settings: InstanceSettings, ctx: InstanceContext) {
+    this.name = settings.name;
+    this.uid = settings.uid;
+    this.gid = settings.gid;
+    this.mode = settings.mode;
+    this.dir = settings.dir;
+    this.#max = settings.max;
+    this.#ctx = ctx;
+  }
+
+  get max(): number {
+    return this.#max;
+  }
+
+  /** Changing max never detaches anything; below the count it only refuses new devices. */
+  set max(value: number) {
+    this.#max = value;
+  }
+
+  /** Indices the instance holds, bound or not. */
+  get count(): number {
+    return this.#slots.size;
+  }
+
+  get boundCount(): number {
+    let n = 0;
+    for (const s of this.#slots.values()) if (s.state !== 'unbound') n++;
+    return n;
+  }
+
+  indices(): number[] {
+    return [...this.#slots.keys()].sort((a, b) => a - b);
+  }
+
+  nodePath(index: number): string {
+    return `${this.dir}/loop${index}`;
+  }
+
+  // ---------------------------------------------------------------- loop-control
+
+  /** LOOP_CTL_ADD: the new index; EEXIST if taken, EINVAL past the last minor, ENOSPC at max. */
+  add(arg: number): number {
+    let index = indexArg(arg);
+    if (index >= 0) {
+      if (this.#slots.has(index)) throw new UbloopError('EEXIST', `loop${index} already exists in instance ${this.name}`);
+      if (index > MAX_INDEX) throw new UbloopError('EINVAL', `index ${index} is beyond the last loop index ${MAX_INDEX}`);
+    }
+    const full = this.#ctx.roomCheck(this);
+    if (full) throw full;
+    if (index < 0) index = this.#lowestUnused();
+    this.#slots.set(index, { index, state: 'unbound', binding: null, reservation: null });
+    this.#ctx.hooks.changed();
+    return index;
+  }
+
+  /** LOOP_CTL_REMOVE: 0; EINVAL if negative, ENODEV if absent, EBUSY if bound, busy or reserved. */
+  remove(arg: number, caller: Caller): number {
+    const index = indexArg(arg);
+    if (index < 0) throw new UbloopError('EINVAL', `cannot remove negative index ${index}`);
+    const slot = this.#slots.get(index);
+    if (!slot) throw new UbloopError('ENODEV', `loop${index} does not exist in instance ${this.name}`);
+    if (slot.state !== 'unbound') throw new UbloopError('EBUSY', `loop${index} is ${slot.state}; unbind it first`);
+    if (this.#reservedByOther(slot, caller)) {
+      throw new UbloopError('EBUSY', `loop${index} is reserved by another client's GET_FREE`);
+    }
+    this.#slots.delete(index);
+    this.#ctx.hooks.changed();
+    return 0;
+  }
+
+  /**
+   * LOOP_CTL_GET_FREE: the lowest existing unbound index not reserved by someone else,
+   * else a new one (ENOSPC at max). The answer is reserved for the caller for a while.
+   */
+  getFree(caller: Caller): number {
+    for (const index of this.indices()) {
+      const slot = this.#slots.get(index) as Slot;
+      if (slot.state === 'unbound' && !this.#reservedByOther(slot, caller)) {
+        this.#reserve(slot, caller);
+        return index;
+      }
+    }
+    const index = this.add(-1);
+    this.#reserve(this.#slots.get(index) as Slot, caller);
+    return index;
+  }
+
+  /** Answers a loop-control ioctl like the kernel: the result, or a negative errno. */
+  ioctl(cmd: number, arg: number, caller: Caller): number {
+    try {
+      switch (cmd) {
+        case LOOP_CTL_ADD:
+          return this.add(arg);
+        case LOOP_CTL_REMOVE:
+          return this.remove(arg, caller);
+        case LOOP_CTL_GET_FREE:
+          return this.getFree(caller);
+        default:
+          return -errnoOf('ENOSYS');
+      }
+    } catch (err) {
+      if (err instanceof UbloopError) return err.errno;
+      throw err;
+    }
+  }
+
+  // ---------------------------------------------------------------- binding
+
+  /** Binds an image to `index` (or to GET_FREE's answer); EBUSY if bound or reserved by another. */
+  async bind(args: BindArgs): Promise<DeviceEntry> {
+    let slot: Slot;
+    let created = false;
+    if (args.index === undefined) {
+      const before = this.count;
+      slot = this.#slots.get(this.getFree(args.caller)) as Slot;
+      created = this.count > before;
+    } else {
+      const index = args.index;
+      if (index < 0) throw new UbloopError('EINVAL', `cannot bind negative index ${index}`);
+      if (index > MAX_INDEX) throw new UbloopError('EINVAL', `index ${index} is beyond the last loop index ${MAX_INDEX}`);
+      const found = this.#slots.get(index);
+      if (!found) {
+        throw new UbloopError('ENODEV', `loop${index} does not exist in instance ${this.name} (LOOP_CTL_ADD it first, or bind without an index)`);
+      }
+      if (found.state !== 'unbound') throw new UbloopError('EBUSY', `loop${index} is already ${found.state}`);
+      if (this.#reservedByOther(found, args.caller)) {
+        throw new UbloopError('EBUSY', `loop${index} is reserved by another client's GET_FREE`);
+      }
+      slot = found;
+    }
+    slot.state = 'binding';
+    slot.reservation = null;
+    let device: BoundDevice;
+    try {
+      device = await this.#ctx.factory({ fd: args.fd, options: args.options });
+    } catch (err) {
+      slot.state = 'unbound';
+      if (created && this.#slots.get(slot.index) === slot) {
+        this.#slots.delete(slot.index);
+        this.#ctx.hooks.changed();
+      }
+      throw err;
+    }
+    if (this.#slots.get(slot.index) !== slot) {
+      await device.stop();
+      throw new UbloopError('ENODEV', `loop${slot.index} was removed while binding`);
+    }
+    slot.binding = {
+      device,
+      backing: args.backing,
+      options: args.options,
+      clientKey: args.caller.key,
+      clientGone: false,
+      detachPending: false,
+      idleSince: null,
+    };
+    try {
+      await this.#ctx.hooks.bound(this, slot.index, device);
+    } catch (err) {
+      slot.binding = null;
+      slot.state = 'unbound';
+      await device.stop();
+      if (created) this.#slots.delete(slot.index);
+      throw err;
+    }
+    slot.state = 'bound';
+    this.#ctx.hooks.changed();
+    return this.entry(slot.index) as DeviceEntry;
+  }
+
+  /**
+   * Unbinds `index` (the index stays, like LOOP_CLR_FD): ENODEV if absent, ENXIO if not
+   * bound, EBUSY while binding/unbinding. A busy device is detached once released.
+   */
+  async unbind(index: number): Promise<UnbindResult> {
+    const slot = this.#slots.get(index);
+    if (index < 0 || !slot) throw new UbloopError('ENODEV', `loop${index} does not exist in instance ${this.name}`);
+    if (slot.state === 'unbound') throw new UbloopError('ENXIO', `loop${index} is not bound`);
+    if (slot.state !== 'bound' || !slot.binding) throw new UbloopError('EBUSY', `loop${index} is ${slot.state}`);
+    if (slot.binding.device.isBusy()) {
+      slot.binding.detachPending = true;
+      return { deferred: true };
+    }
+    await this.#teardown(slot, true);
+    return { deferred: false };
+  }
+
+  async #teardown(slot: Slot, persist: boolean): Promise<void> {
+    const binding = slot.binding;
+    if (!binding) return;
+    slot.state = 'unbinding';
+    try {
+      await this.#ctx.hooks.unbound(this, slot.index);
+    } finally {
+      try {
+        await binding.device.stop();
+      } finally {
+        slot.binding = null;
+        slot.state = 'unbound';
+        if (persist) this.#ctx.hooks.changed();
+      }
+    }
+  }
+
+  /** Stops every device without forgetting the bindings in the state (daemon shutdown). */
+  async shutdown(): Promise<void> {
+    const slots = [...this.#slots.values()].filter((s) => s.binding);
+    await Promise.allSettled(slots.map((s) => this.#teardown(s, false)));
+  }
+
+  /** Unbinds everything (instance removal with --force). */
+  async unbindAll(): Promise<void> {
+    const slots = [...this.#slots.values()].filter((s) => s.binding);
+    const results = await Promise.allSettled(slots.map((s) => this.#teardown(s, true)));
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+  }
+
+  /** The requesting client went away: autoclear bindings may now go, its reservations end. */
+  clientGone(key: string): void {
+    for (const slot of this.#slots.values()) {
+      if (slot.binding?.clientKey === key) slot.binding.clientGone = true;
+      if (slot.reservation?.holder === key) slot.reservation = null;
+    }
+  }
+
+  /**
+   * Unbinds devices that are due: autoclear ones whose client has gone, and lazily
+   * detached ones, once they have been idle for graceMs.
+   */
+  async sweep(graceMs: number): Promise<number[]> {
+    const now = this.#ctx.now();
+    const due: Slot[] = [];
+    for (const slot of this.#slots.values()) {
+      const b = slot.binding;
+      if (slot.state !== 'bound' || !b) continue;
+      const wanted = b.detachPending || (b.options.autoclear && b.clientGone);
+      if (!wanted) continue;
+      if (b.device.isBusy()) {
+        b.idleSince = null;
+        continue;
+      }
+      b.idleSince ??= now;
+      if (b.detachPending || now - b.idleSince >= graceMs) due.push(slot);
+    }
+    for (const slot of due) await this.#teardown(slot, true);
+    return due.map((s) => s.index);
+  }
+
+  // ---------------------------------------------------------------- views
+
+  entry(index: number): DeviceEntry | null {
+    const slot = this.#slots.get(index);
+    if (!slot) return null;
+    const b = slot.binding;
+    return {
+      instance: this.name,
+      index,
+      state: slot.state,
+      path: b && slot.state === 'bound' ? this.nodePath(index) : null,
+      ublkPath: b ? b.device.path : null,
+      ublkId: b ? b.device.ublkId : null,
+      backing: b ? { ...b.backing } : null,
+      size: b ? b.device.size : null,
+      options: b ? { ...b.options } : null,
+      detachPending: b?.detachPending ?? false,
+    };
+  }
+
+  entries(): DeviceEntry[] {
+    return this.indices().map((i) => this.entry(i) as DeviceEntry);
+  }
+
+  /** Bindings as they persist. */
+  bindings(): { index: number; backing: Backing; options: BindOptions }[] {
+    const out: { index: number; backing: Backing; options: BindOptions }[] = [];
+    for (const index of this.indices()) {
+      const b = this.#slots.get(index)?.binding;
+      if (b) out.push({ index, backing: { ...b.backing }, options: { ...b.options } });
+    }
+    return out;
+  }
+
+  /** The bound device of an index (for the daemon's node bookkeeping), or null. */
+  device(index: number): BoundDevice | null {
+    return this.#slots.get(index)?.binding?.device ?? null;
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  #lowestUnused(): number {
+    let i = 0;
+    while (this.#slots.has(i)) i++;
+    return i;
+  }
+
+  #reservedByOther(slot: Slot, caller: Caller): boolean {
+    const r = slot.reservation;
+    if (!r) return false;
+    if (r.until <= this.#ctx.now()) {
+      slot.reservation = null;
+      return false;
+    }
+    return !holds(caller, r.holder);
+  }
+
+  #reserve(slot: Slot, caller: Caller): void {
+    slot.reservation = { holder: caller.key, until: this.#ctx.now() + this.#ctx.reservationMs };
+  }
+}
