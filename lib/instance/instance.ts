@@ -146,6 +146,11 @@ export class Instance {
     return index;
   }
 
+  /** Puts back an index from the saved state, whatever the limits say now (they never detach). */
+  restoreIndex(index: number): void {
+    if (!this.#slots.has(index)) this.#slots.set(index, { index, state: 'unbound', binding: null, reservation: null });
+  }
+
   /** LOOP_CTL_REMOVE: 0; EINVAL if negative, ENODEV if absent, EBUSY if bound, busy or reserved. */
   remove(arg: number, caller: Caller): number {
     const index = indexArg(arg);

@@ -1,0 +1,66 @@
+// Brings a saved state back: instances, limits, owners and indices, and rebinds each
+// device whose backing file is still the same file (device and inode); the others are
+// reported, not guessed at.
+import { closeSync } from 'node:fs';
+import type { Caller } from '../instance/caller.js';
+import type { InstanceManager } from '../instance/manager.js';
+import type { StateBinding, StateData } from './state-data.js';
+
+export interface OpenedBacking {
+  fd: number;
+  dev: number;
+  ino: number;
+}
+
+/** Opens a saved binding's backing file for an instance owner; throws with the reason it cannot. */
+export type BackingOpener = (binding: StateBinding, owner: { uid: number; gid: number }) => OpenedBacking;
+
+export interface RestoreReport {
+  instances: string[];
+  rebound: { instance: string; index: number; path: string }[];
+  failed: { instance: string; index?: number; reason: string }[];
+}
+
+const RESTORER: Caller = { uid: 0, gid: 0, pid: process.pid, key: 'restore' };
+
+export async function restore(manager: InstanceManager, state: StateData, open: BackingOpener): Promise<RestoreReport> {
+  const report: RestoreReport = { instances: [], rebound: [], failed: [] };
+  for (const o of state.owners) manager.setOwnerMax(o.uid, o.max);
+  for (const saved of state.instances) {
+    let inst;
+    try {
+      inst = await manager.create({ name: saved.name, max: saved.max, uid: saved.uid, gid: saved.gid, mode: saved.mode });
+    } catch (err) {
+      report.failed.push({ instance: saved.name, reason: `instance not restored: ${(err as Error).message}` });
+      continue;
+    }
+    report.instances.push(saved.name);
+    for (const index of saved.indices) inst.restoreIndex(index);
+    for (const b of saved.bindings) {
+      let opened: OpenedBacking;
+      try {
+        opened = open(b, { uid: saved.uid, gid: saved.gid });
+      } catch (err) {
+        report.failed.push({ instance: saved.name, index: b.index, reason: (err as Error).message });
+        continue;
+      }
+      try {
+        if (opened.dev !== b.backing.dev || opened.ino !== b.backing.ino) {
+          report.failed.push({
+            instance: saved.name,
+            index: b.index,
+            reason: `${b.backing.path} is no longer the file that was bound (device/inode ${opened.dev}/${opened.ino}, was ${b.backing.dev}/${b.backing.ino})`,
+          });
+          continue;
+        }
+        await inst.bind({ index: b.index, fd: opened.fd, backing: b.backing, options: b.options, caller: RESTORER });
+        report.rebound.push({ instance: saved.name, index: b.index, path: b.backing.path });
+      } catch (err) {
+        report.failed.push({ instance: saved.name, index: b.index, reason: (err as Error).message });
+      } finally {
+        closeSync(opened.fd);
+      }
+    }
+  }
+  return report;
+}
