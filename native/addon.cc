@@ -12,20 +12,15 @@
 #include <set>
 #include <string>
 
+#include "cuse_loop_control.h"
 #include "device.h"
 #include "errors.h"
+#include "js_error.h"
 #include "ublk_control.h"
+#include "unix_socket.h"
 
 namespace ubloop {
 namespace {
-
-Napi::Error makeError(Napi::Env env, const SysError &e) {
-  Napi::Error err = Napi::Error::New(env, describe(e));
-  err.Set("code", Napi::String::New(env, errnoName(e.err)));
-  err.Set("errno", Napi::Number::New(env, -e.err));
-  err.Set("syscall", Napi::String::New(env, e.op));
-  return err;
-}
 
 Napi::Value bigU64(Napi::Env env, uint64_t v) { return Napi::BigInt::New(env, v); }
 
@@ -380,6 +375,8 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("getDeviceInfo", Napi::Function::New(env, getDeviceInfo, "getDeviceInfo"));
   exports.Set("deleteDevice", Napi::Function::New(env, deleteDevice, "deleteDevice"));
   exports.Set("constants", constants(env));
+  registerLoopControl(env, exports);
+  registerUnixSocket(env, exports);
   return exports;
 }
 

@@ -104,6 +104,80 @@ export interface NativeConstants {
   IORING_SETUP_DEFER_TASKRUN: number;
 }
 
+// ---- CUSE loop-control (native/cuse_loop_control.cc) ----
+
+/** One ioctl on a CUSE device, as its handler sees it. */
+export interface NativeIoctlRequest {
+  /** ioctl command, e.g. 0x4C80 LOOP_CTL_ADD, 0x4C81 REMOVE, 0x4C82 GET_FREE. */
+  cmd: number;
+  /** The ioctl argument as a signed long (LOOP_CTL_* pass the index by value). */
+  arg: number;
+  /** The caller, from the FUSE request header; pid is the calling thread's id. */
+  uid: number;
+  gid: number;
+  pid: number;
+}
+
+/**
+ * Answers one ioctl: its non-negative result, or a negative errno (-17 for EEXIST).
+ * Called on the JS thread; replies may be given in any order. A handler that throws,
+ * rejects, or gives anything but an integer in [-4095, 2^31-1] answers EIO.
+ */
+export type NativeIoctlHandler = (req: NativeIoctlRequest) => number | Promise<number>;
+
+export declare class NativeCuseDevice {
+  private constructor();
+  /** Name under /dev given to CUSE (DEVNAME=...), e.g. "ubloop-a-loop-control". */
+  readonly devName: string;
+  readonly major: number;
+  readonly minor: number;
+  /**
+   * Ends the CUSE session: ioctls still unanswered get ENODEV and /dev/<devName>
+   * disappears. Idempotent. An open device keeps the process alive until closed.
+   */
+  close(): Promise<void>;
+}
+
+// ---- Unix stream sockets with peer credentials and SCM_RIGHTS (native/unix_socket.cc) ----
+
+export interface NativePeer {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+export declare class NativeUnixConnection {
+  private constructor();
+  /** SO_PEERCRED at accept/connect time. */
+  readonly peer: NativePeer;
+  /**
+   * Queues bytes, and descriptors to pass along with their first byte (duplicated now:
+   * the caller may close its own at once). Ignored once the connection is closed or
+   * ending. Descriptors need at least one byte; at most 253 per write.
+   */
+  write(data: Uint8Array | string, fds?: number[]): void;
+  /** Closes after pending writes are flushed. */
+  end(): void;
+  /** Closes now. Idempotent. */
+  destroy(): void;
+}
+
+export interface NativeUnixHandlers {
+  /** Bytes received, with any fds that arrived with them (close-on-exec; the receiver owns and must close them). */
+  data(conn: NativeUnixConnection, data: Buffer, fds: number[]): void;
+  /** Called exactly once, on a later loop turn, however the connection closed (peer, error, end, destroy). */
+  close(conn: NativeUnixConnection): void;
+}
+
+export type NativeUnixConnectionHandler = (conn: NativeUnixConnection) => void;
+
+export declare class NativeUnixServer {
+  private constructor();
+  readonly path: string;
+  /** Stops listening and unlinks path; open connections stay. Idempotent. */
+  close(): void;
+}
+
 export interface NativeBinding {
   NativeDevice: typeof NativeDevice;
   /** ADD_DEV, SET_PARAMS, queue threads, START_DEV; all undone on failure. */
@@ -113,4 +187,30 @@ export interface NativeBinding {
   /** STOP_DEV + DEL_DEV of a device this process does not serve. */
   deleteDevice(id: number): Promise<void>;
   constants: NativeConstants;
+
+  NativeCuseDevice: typeof NativeCuseDevice;
+  /**
+   * Creates a CUSE char device /dev/<devName> whose ioctls are answered by handler (on
+   * the JS thread). open/release always succeed; read/write fail with EINVAL like the
+   * kernel's loop-control. Rejects with ENOENT when /dev/cuse is missing, EEXIST when
+   * the name is taken; throws TypeError for a name outside [A-Za-z0-9._-]{1,128}.
+   */
+  createCuseDevice(devName: string, handler: NativeIoctlHandler): Promise<NativeCuseDevice>;
+  /**
+   * ioctl(fd, cmd, arg) with an integer argument, synchronously: returns the result,
+   * throws Error{code, errno, syscall: 'ioctl'}. Never call it on a CUSE device served
+   * by this same thread: the handler could not run, and the call would never return.
+   */
+  ioctlInt(fd: number, cmd: number, arg: number): number;
+
+  NativeUnixConnection: typeof NativeUnixConnection;
+  NativeUnixServer: typeof NativeUnixServer;
+  /**
+   * Listens on path (replacing a stale socket; EADDRINUSE if a server answers there),
+   * chmod to mode. onConnection is called per accepted client on the JS thread (uv_poll
+   * on the main loop, no threads). The server keeps the process alive until closed.
+   */
+  listenUnix(path: string, mode: number, onConnection: NativeUnixConnectionHandler, handlers: NativeUnixHandlers): NativeUnixServer;
+  /** Client side: a blocking connect (ENOENT, ECONNREFUSED, EACCES as Error codes). */
+  connectUnix(path: string, handlers: NativeUnixHandlers): NativeUnixConnection;
 }

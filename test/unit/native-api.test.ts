@@ -7,7 +7,24 @@ import { fileURLToPath } from 'node:url';
 import { native } from '../../lib/native.js';
 
 const EXPECTED = {
-  NativeBinding: ['NativeDevice', 'constants', 'createDevice', 'deleteDevice', 'getDeviceInfo', 'probeKernel'],
+  NativeBinding: [
+    'NativeDevice',
+    'constants',
+    'createDevice',
+    'deleteDevice',
+    'getDeviceInfo',
+    'probeKernel',
+    'NativeCuseDevice',
+    'createCuseDevice',
+    'ioctlInt',
+    'NativeUnixConnection',
+    'NativeUnixServer',
+    'listenUnix',
+    'connectUnix',
+  ],
+  NativeCuseDevice: ['close', 'devName', 'major', 'minor'],
+  NativeUnixConnection: ['destroy', 'end', 'peer', 'write'],
+  NativeUnixServer: ['close', 'path'],
   NativeDevice: ['id', 'info', 'remove', 'stats'],
   NativeConstants: [
     'IORING_SETUP_COOP_TASKRUN',
