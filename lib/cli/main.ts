@@ -1,13 +1,19 @@
 // The ubloop command line: one module per command under ./commands, each exporting a
 // yargs CommandModule whose handler imports its real work lazily.
 import yargs, { type Argv } from 'yargs';
+import { attachCommand } from './commands/attach.js';
 import { cleanupCommand } from './commands/cleanup.js';
+import { daemonCommand } from './commands/daemon.js';
+import { detachCommand } from './commands/detach.js';
 import { featuresCommand } from './commands/features.js';
+import { instanceCommand } from './commands/instance.js';
+import { listCommand } from './commands/list.js';
 import { serveCommand } from './commands/serve.js';
 import { fail } from './output.js';
 
 function commands(cli: Argv): Argv {
-  return cli.command(serveCommand).command(featuresCommand).command(cleanupCommand);
+  return cli.command(serveCommand).command(featuresCommand).command(cleanupCommand)
+    .command(daemonCommand).command(instanceCommand).command(attachCommand).command(detachCommand).command(listCommand);
 }
 
 /** Runs the CLI; resolves to the process exit code. */

@@ -8,7 +8,6 @@ import type { DeviceEntry } from '../protocol/results.js';
 import { holds, type Caller } from './caller.js';
 import type { BoundDevice, DeviceFactory } from './device-factory.js';
 import { LOOP_CTL_ADD, LOOP_CTL_GET_FREE, LOOP_CTL_REMOVE, indexArg } from './loop-ctl.js';
-import { errnoOf } from '../protocol/reply.js';
 
 export type SlotState = 'unbound' | 'binding' | 'bound' | 'unbinding';
 
@@ -183,19 +182,24 @@ export class Instance {
     return index;
   }
 
+  /** Performs a loop-control ioctl; throws the errno as a UbloopError (ENOSYS for unknown commands). */
+  control(cmd: number, arg: number, caller: Caller): number {
+    switch (cmd) {
+      case LOOP_CTL_ADD:
+        return this.add(arg);
+      case LOOP_CTL_REMOVE:
+        return this.remove(arg, caller);
+      case LOOP_CTL_GET_FREE:
+        return this.getFree(caller);
+      default:
+        throw new UbloopError('ENOSYS', `0x${cmd.toString(16)} is not a loop-control ioctl`);
+    }
+  }
+
   /** Answers a loop-control ioctl like the kernel: the result, or a negative errno. */
   ioctl(cmd: number, arg: number, caller: Caller): number {
     try {
-      switch (cmd) {
-        case LOOP_CTL_ADD:
-          return this.add(arg);
-        case LOOP_CTL_REMOVE:
-          return this.remove(arg, caller);
-        case LOOP_CTL_GET_FREE:
-          return this.getFree(caller);
-        default:
-          return -errnoOf('ENOSYS');
-      }
+      return this.control(cmd, arg, caller);
     } catch (err) {
       if (err instanceof UbloopError) return err.errno;
       throw err;

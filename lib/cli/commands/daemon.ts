@@ -1,0 +1,59 @@
+// ubloop daemon: the long-lived process that owns every instance device. Foreground,
+// logs to stderr; SIGTERM/SIGINT stop every device and exit 0.
+import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
+
+interface DaemonArgs {
+  socket: string;
+  state: string;
+  root: string;
+  autoclearGrace: number;
+  exitCode?: number;
+}
+
+function withDaemonOptions(y: Argv): Argv<DaemonArgs> {
+  return y
+    .option('socket', { type: 'string', default: '/run/ubloop/control.sock', describe: 'admin socket (root only)' })
+    .option('state', { type: 'string', default: '/var/lib/ubloop/state.json', describe: 'state file (instances, limits, bindings)' })
+    .option('root', { type: 'string', default: '/run/ubloop', describe: 'directory holding instances/NAME/' })
+    .option('autoclear-grace', { type: 'number', default: 5000, describe: 'ms an autoclear device must sit unused after its client left' })
+    .example('$0 daemon', 'run in the foreground (see contrib/ubloop.service)') as unknown as Argv<DaemonArgs>;
+}
+
+async function handler(args: ArgumentsCamelCase<DaemonArgs>): Promise<void> {
+  const { Daemon } = await import('../../daemon/daemon.js');
+  const { ublkFactory } = await import('../../daemon/ublk-factory.js');
+  const { invalid } = await import('../../errors.js');
+  if (!Number.isInteger(args.autoclearGrace) || args.autoclearGrace < 0) {
+    throw invalid(`--autoclear-grace must be a whole number of milliseconds, got ${args.autoclearGrace}`);
+  }
+  const daemon = new Daemon({
+    socket: args.socket,
+    state: args.state,
+    root: args.root,
+    autoclearGraceMs: args.autoclearGrace,
+    sweepMs: Math.max(100, Math.min(1000, args.autoclearGrace)),
+    factory: ublkFactory,
+  });
+  await daemon.start();
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      process.stderr.write(`ubloop daemon: ${signal}: stopping\n`);
+      daemon.stop().then(resolve, (err: unknown) => {
+        process.stderr.write(`ubloop daemon: stop failed: ${(err as Error).message}\n`);
+        args.exitCode = 1;
+        resolve();
+      });
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  // Open CUSE devices or sockets of clients must not keep the process up after a stop.
+  setTimeout(() => process.exit(args.exitCode ?? 0), 200).unref();
+}
+
+export const daemonCommand: CommandModule<object, DaemonArgs> = {
+  command: 'daemon',
+  describe: 'run the instance daemon in the foreground (owns every instance device)',
+  builder: withDaemonOptions,
+  handler,
+};

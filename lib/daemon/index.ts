@@ -1,0 +1,3 @@
+export { Daemon, type DaemonOptions } from './daemon.js';
+export { DaemonClient } from './client.js';
+export * from './paths.js';

@@ -1,0 +1,48 @@
+// Device nodes and directories of an instance: created as root, handed to the owner.
+import { execFileSync } from 'node:child_process';
+import { chmodSync, chownSync, lstatSync, mkdirSync, rmdirSync, unlinkSync } from 'node:fs';
+import { UbloopError, isSystemError } from '../errors.js';
+
+/** Creates a block or char node with the given owner and mode, replacing a stale one. */
+export function makeNode(path: string, type: 'b' | 'c', major: number, minor: number, uid: number, gid: number, mode: number): void {
+  removeNode(path);
+  try {
+    execFileSync('mknod', ['-m', (mode & 0o777).toString(8), path, type, String(major), String(minor)], { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (err) {
+    const stderr = (err as { stderr?: Buffer }).stderr?.toString().trim();
+    throw new UbloopError('EIO', `cannot create device node ${path}: ${stderr || (err as Error).message}`);
+  }
+  chownSync(path, uid, gid);
+  chmodSync(path, mode & 0o777);
+}
+
+/** Removes a node (or socket) if present. */
+export function removeNode(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch (err) {
+    if (!(isSystemError(err) && err.code === 'ENOENT')) throw err;
+  }
+}
+
+/** The instance directory: root-owned so the owner cannot swap nodes, readable by all. */
+export function makeInstanceDir(dir: string): void {
+  mkdirSync(dir, { recursive: true, mode: 0o755 });
+  const st = lstatSync(dir);
+  if (!st.isDirectory() || st.isSymbolicLink()) throw new UbloopError('ENOTDIR', `${dir} is not a directory`);
+  chownSync(dir, 0, 0);
+  chmodSync(dir, 0o755);
+}
+
+export function removeInstanceDir(dir: string): void {
+  try {
+    rmdirSync(dir);
+  } catch (err) {
+    if (!(isSystemError(err) && err.code === 'ENOENT')) throw err;
+  }
+}
+
+/** glibc's makedev(): the st_rdev of a node with this major and minor. */
+export function makedev(major: number, minor: number): number {
+  return ((major & 0xfff) << 8) + (minor & 0xff) + ((minor & ~0xff) << 12) + (major & ~0xfff) * 2 ** 32;
+}

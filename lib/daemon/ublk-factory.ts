@@ -1,0 +1,45 @@
+// The real device factory: a ublk loop device over the descriptor a client passed.
+import { readFileSync } from 'node:fs';
+import { createDevice } from '../device.js';
+import type { BoundDevice, DeviceFactory } from '../instance/device-factory.js';
+import { ublkDiskBusy } from './busy.js';
+
+function diskNumbers(id: number): { major: number; minor: number } {
+  const text = readFileSync(`/sys/block/ublkb${id}/dev`, 'utf8').trim();
+  const m = /^(\d+):(\d+)$/.exec(text);
+  if (!m) throw new Error(`unexpected /sys/block/ublkb${id}/dev: ${text}`);
+  return { major: Number(m[1]), minor: Number(m[2]) };
+}
+
+export const ublkFactory: DeviceFactory = async (spec) => {
+  const o = spec.options;
+  const device = await createDevice({
+    fd: spec.fd,
+    offset: o.offset,
+    sizeLimit: o.sizeLimit,
+    readOnly: o.readOnly,
+    directIo: o.directIo,
+    blockSize: o.blockSize,
+    queues: o.queues,
+    depth: o.depth,
+  });
+  let numbers: { major: number; minor: number };
+  let size: number;
+  try {
+    numbers = diskNumbers(device.id);
+    size = device.info().size;
+  } catch (err) {
+    await device.stop();
+    throw err;
+  }
+  const bound: BoundDevice = {
+    ublkId: device.id,
+    path: device.path,
+    major: numbers.major,
+    minor: numbers.minor,
+    size,
+    isBusy: () => ublkDiskBusy(device.id, numbers.major, numbers.minor),
+    stop: () => device.stop(),
+  };
+  return bound;
+};
