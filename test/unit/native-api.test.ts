@@ -85,6 +85,15 @@ t.test('the loaded addon exports exactly what is declared', async (t) => {
   }
 });
 
+t.test('the instance classes (CUSE device, unix sockets) have exactly the declared members', async (t) => {
+  const b = native() as unknown as Record<string, { prototype: object }>;
+  for (const name of ['NativeCuseDevice', 'NativeUnixConnection', 'NativeUnixServer'] as const) {
+    const proto = b[name]?.prototype ?? {};
+    t.same(sorted(Object.getOwnPropertyNames(proto).filter((n) => n !== 'constructor')), sorted(EXPECTED[name]), name);
+    t.throws(() => new (b[name] as unknown as new () => object)(), TypeError, `${name} cannot be built from JS`);
+  }
+});
+
 t.test('probeKernel returns the declared shape', async (t) => {
   const k = native().probeKernel();
   t.same(sorted(Object.keys(k)), sorted(EXPECTED.NativeKernelSupport));
