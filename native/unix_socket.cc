@@ -432,7 +432,10 @@ class Server : public Napi::ObjectWrap<Server>, public Closable {
     Ref();
   }
 
-  ~Server() override { teardown(); }
+  ~Server() override {
+    teardown();
+    if (spareFd_ >= 0) ::close(spareFd_);
+  }
 
   void teardown() override {
     if (closed_ || !poller_) return;  // closed, or never opened
@@ -455,6 +458,8 @@ class Server : public Napi::ObjectWrap<Server>, public Closable {
     if (poller_) poller_->close();
     ::close(fd_);
     fd_ = -1;
+    if (spareFd_ >= 0) ::close(spareFd_);
+    spareFd_ = -1;
     unlink(path_.c_str());
     socketEnv_->open.erase(this);
   }
@@ -464,7 +469,8 @@ class Server : public Napi::ObjectWrap<Server>, public Closable {
       const int fd = accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
         if (errno == EINTR || errno == ECONNABORTED) continue;
-        return;  // EAGAIN; EMFILE and friends leave the client in the backlog
+        if (errno == EMFILE || errno == ENFILE) shed();
+        return;
       }
       Napi::Env env = Env();
       Napi::HandleScope scope(env);
@@ -477,8 +483,19 @@ class Server : public Napi::ObjectWrap<Server>, public Closable {
     }
   }
 
+  // Out of descriptors: the waiting client would keep the level-triggered poll firing
+  // forever. Use the spare descriptor to accept it and hang up on it instead.
+  void shed() {
+    if (spareFd_ < 0) return;
+    ::close(spareFd_);
+    const int fd = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd >= 0) ::close(fd);
+    spareFd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
+
   SocketEnv *socketEnv_ = nullptr;
   int fd_ = -1;
+  int spareFd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   std::string path_;
   Poller *poller_ = nullptr;
   Napi::FunctionReference onConnection_;

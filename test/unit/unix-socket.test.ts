@@ -6,6 +6,8 @@ import { closeSync, existsSync, openSync, readFileSync, statSync, writeSync, mkd
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { native } from '../../lib/native.js';
 import type { NativeUnixConnection, NativeUnixHandlers } from '../../lib/native.js';
 
@@ -291,4 +293,32 @@ t.test('errors are Error objects with code, errno and syscall', async (t) => {
     syscall: 'bind',
   });
   t.throws(() => native().connectUnix(missing, {} as NativeUnixHandlers), TypeError, 'handlers are checked');
+});
+
+t.test('a server out of descriptors hangs up on the waiting client instead of spinning', async (t) => {
+  const path = sockPath();
+  const addon = fileURLToPath(new URL('../../build/Release/ubloop.node', import.meta.url));
+  const script = `
+    const b = require(process.argv[1]);
+    const fs = require('fs');
+    b.listenUnix(process.argv[2], 0o600, () => console.log('accepted'), { data() {}, close() {} });
+    const held = [];
+    try { for (;;) held.push(fs.openSync('/dev/null', 'r')); } catch (e) { console.log('full ' + e.code); }`;
+  const child = spawn(process.execPath, ['-e', script, addon, path], { env: { PATH: process.env['PATH'] ?? '' } });
+  t.teardown(() => void child.kill('SIGKILL'));
+  let out = '';
+  await new Promise<void>((resolve) =>
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('full')) resolve();
+    }),
+  );
+  t.match(out, /full EMFILE/, 'the server process ran out of descriptors');
+  const rec = new Recorder();
+  const conn = native().connectUnix(path, rec);
+  const hungUp = await Promise.race([rec.closed.then(() => true), new Promise((r) => setTimeout(() => r(false), 5000))]);
+  t.ok(hungUp, 'the client was hung up on while the server is still running');
+  t.equal(child.exitCode, null, 'the server process is still alive');
+  t.notMatch(out, /accepted/, 'no connection object was made for it');
+  conn.destroy();
 });
