@@ -1,0 +1,72 @@
+// `npm run bench [-- options]`: ubloop against the kernel loop driver with fio.
+// On a machine without ublk it re-launches itself in the test VM (../shared/vm/run-in-vm)
+// with a scratch ext4 disk for the image; results land in bench/results/<timestamp>/.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { dirname, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { estimateSec, parseOptions, USAGE, type BenchOptions } from './options.js';
+import { log, runBench } from './run.js';
+
+// dist/bench/main.js -> the repository root.
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+function git(args: string[]): string | null {
+  try {
+    return execFileSync('git', ['-C', repoRoot, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    return null;
+  }
+}
+
+/** Runs this script again inside the VM and returns its exit status. */
+function relaunchInVm(o: BenchOptions, argv: readonly string[]): number {
+  const runInVm = process.env.UBLK_VM_RUN ?? resolve(repoRoot, '..', 'shared', 'vm', 'run-in-vm');
+  if (!existsSync(runInVm)) {
+    log(`bench: this kernel has no ublk (/dev/ublk-control) and there is no VM runner at ${runInVm}`);
+    return 2;
+  }
+  const est = estimateSec(o);
+  const scratchGiB = Math.ceil((o.imageBytes * 1.5) / 2 ** 30) + 1;
+  const timeoutSec = Math.ceil(est * 2 + 600);
+  const env = {
+    ...process.env,
+    UBLK_BENCH_COMMIT: git(['rev-parse', 'HEAD']) ?? '',
+    UBLK_BENCH_DIRTY: git(['status', '--porcelain', '--', 'native', 'lib', 'bench', 'binding.gyp']) ? '1' : '0',
+    UBLK_BENCH_HOST_CPU: `${cpus()[0]?.model ?? 'unknown'} x ${cpus().length}`,
+    UBLK_BENCH_HOST_LOADAVG: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' '),
+    UBLK_BENCH_COMMAND: `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`,
+  };
+  log(
+    `bench: no ublk here; running in the VM (${o.vmMemMiB} MiB, ${scratchGiB} GiB scratch, ` +
+      `estimated ${Math.round(est / 60)} min, timeout ${Math.round(timeoutSec / 60)} min)`,
+  );
+  const script = relative(repoRoot, fileURLToPath(import.meta.url));
+  const r = spawnSync(
+    runInVm,
+    ['--scratch', `${scratchGiB}G`, '--mem', String(o.vmMemMiB), '--timeout', String(timeoutSec), '--', process.execPath, script, ...argv],
+    { cwd: repoRoot, stdio: 'inherit', env },
+  );
+  return r.status ?? 1;
+}
+
+async function main(argv: readonly string[]): Promise<number> {
+  let o: BenchOptions;
+  try {
+    o = parseOptions(argv);
+  } catch (err) {
+    log(`bench: ${err instanceof Error ? err.message : String(err)}\n${USAGE}`);
+    return 2;
+  }
+  if (!existsSync('/dev/ublk-control')) return relaunchInVm(o, argv);
+  const command = process.env.UBLK_BENCH_COMMAND ?? `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`;
+  const md = await runBench(o, repoRoot, command);
+  process.stdout.write(`\n${md}`);
+  return 0;
+}
+
+process.exitCode = await main(process.argv.slice(2)).catch((err: unknown) => {
+  log(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  return 1;
+});

@@ -1,0 +1,155 @@
+// Command-line options of `npm run bench` (after `--`), with the smoke and full presets.
+import { parseArgs } from 'node:util';
+import { JOBS } from './fio.js';
+import { CONFIG_NAMES, type ConfigName } from './servers.js';
+
+export interface BenchOptions {
+  smoke: boolean;
+  repeats: number;
+  runtimeSec: number;
+  rampSec: number;
+  queues: number[];
+  configs: ConfigName[];
+  jobs: string[];
+  imageBytes: number;
+  imageDir: string | null;
+  out: string | null;
+  /** Run the memory measurement (after the fio runs, or alone with memoryOnly). */
+  memory: boolean;
+  memoryOnly: boolean;
+  memoryDevices: number;
+  ubloopArgs: string[];
+  ublksrv: string | null;
+  ublksrvScheduler: string;
+  vmMemMiB: number;
+  /** Extra seconds per fio run for setup, snapshots and fio's own start (for the estimate). */
+  overheadSec: number;
+  conditions: string;
+  /** Record a system-wide perf profile (cpu-clock) of every fio run into <out>/perf/. */
+  perf: boolean;
+}
+
+export const USAGE = `usage: npm run bench -- [options]
+  --smoke                 short run: 1 repeat, 1 s jobs after a 1 s ramp, 1 queue, 64 MiB image,
+                          4 devices for memory (what the e2e smoke test runs)
+  --repeats N             interleaved repeats (default 5)
+  --runtime S             seconds per fio job after the ramp (default 10)
+  --ramp S                fio ramp_time (default 2)
+  --queues LIST           ubloop queue counts, e.g. 1,2 (default 1,2)
+  --configs LIST          of ${CONFIG_NAMES.join(', ')}
+                          (default: all but ublksrv; ublksrv too when a binary is given)
+  --jobs LIST             of ${JOBS.map((j) => j.name).join(', ')} (default all)
+  --image-size MiB        image size (default 1024)
+  --image-dir DIR         where the image goes (default $UBLK_VM_SCRATCH; must support O_DIRECT)
+  --out DIR               result directory (default bench/results/<timestamp>)
+  --memory                measure memory only (1 and 64 devices), no fio runs
+  --no-memory             skip the memory measurement after the fio runs
+  --memory-devices N      devices in one process for the memory figure (default 64)
+  --ubloop-args "ARGS"    extra arguments for every \`ubloop serve\` (e.g. "--depth 64")
+  --ublksrv PATH          also measure ublksrv's \`ublk\` binary (or env UBLK_BENCH_UBLKSRV)
+  --ublksrv-scheduler S   scheduler set on ublksrv's disks (default none)
+  --vm-mem MiB            guest memory when relaunched in the VM (default 3072)
+  --conditions TEXT       free text describing the conditions, copied into the report
+  --perf                  record a system-wide perf profile of every fio run (out/perf/*.txt);
+                          profiling slows the runs: use it with --jobs/--configs, not for ratios`;
+
+function list(text: string): string[] {
+  return text
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+function positive(name: string, text: string, allowZero = false): number {
+  const n = Number(text);
+  if (!Number.isFinite(n) || n < 0 || (!allowZero && n === 0)) throw new Error(`--${name} must be a positive number, got "${text}"`);
+  return n;
+}
+
+export function parseOptions(argv: readonly string[]): BenchOptions {
+  const { values } = parseArgs({
+    args: [...argv],
+    options: {
+      smoke: { type: 'boolean', default: false },
+      repeats: { type: 'string' },
+      runtime: { type: 'string' },
+      ramp: { type: 'string' },
+      queues: { type: 'string' },
+      configs: { type: 'string' },
+      jobs: { type: 'string' },
+      'image-size': { type: 'string' },
+      'image-dir': { type: 'string' },
+      out: { type: 'string' },
+      memory: { type: 'boolean', default: false },
+      'no-memory': { type: 'boolean', default: false },
+      'memory-devices': { type: 'string' },
+      'ubloop-args': { type: 'string' },
+      ublksrv: { type: 'string' },
+      'ublksrv-scheduler': { type: 'string', default: 'none' },
+      'vm-mem': { type: 'string', default: '3072' },
+      perf: { type: 'boolean', default: false },
+      conditions: { type: 'string', default: '' },
+      help: { type: 'boolean', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    process.exit(0);
+  }
+  const smoke = values.smoke ?? false;
+  const ublksrv = values.ublksrv ?? process.env.UBLK_BENCH_UBLKSRV ?? null;
+  const configs = values.configs
+    ? list(values.configs)
+    : CONFIG_NAMES.filter((c) => c !== 'ublksrv' || ublksrv !== null);
+  for (const c of configs) {
+    if (!CONFIG_NAMES.includes(c as ConfigName)) throw new Error(`--configs: unknown configuration "${c}"`);
+  }
+  if (!configs.includes('kernel-loop')) throw new Error('--configs must include kernel-loop: every ratio is to it');
+  const jobs = values.jobs ? list(values.jobs) : JOBS.map((j) => j.name);
+  for (const j of jobs) {
+    if (!JOBS.some((k) => k.name === j)) throw new Error(`--jobs: unknown job "${j}"`);
+  }
+  const queues = list(values.queues ?? (smoke ? '1' : '1,2')).map((q) => positive('queues', q));
+  return {
+    smoke,
+    repeats: positive('repeats', values.repeats ?? (smoke ? '1' : '5')),
+    runtimeSec: positive('runtime', values.runtime ?? (smoke ? '1' : '10')),
+    rampSec: positive('ramp', values.ramp ?? (smoke ? '1' : '2'), true),
+    queues,
+    configs: configs as ConfigName[],
+    jobs,
+    imageBytes: positive('image-size', values['image-size'] ?? (smoke ? '64' : '1024')) * 2 ** 20,
+    imageDir: values['image-dir'] ?? process.env.UBLK_VM_SCRATCH ?? null,
+    out: values.out ?? null,
+    memory: !(values['no-memory'] ?? false),
+    memoryOnly: values.memory ?? false,
+    memoryDevices: positive('memory-devices', values['memory-devices'] ?? (smoke ? '4' : '64')),
+    ubloopArgs: values['ubloop-args'] ? values['ubloop-args'].split(/\s+/).filter(Boolean) : [],
+    ublksrv,
+    ublksrvScheduler: values['ublksrv-scheduler'] ?? 'none',
+    vmMemMiB: positive('vm-mem', values['vm-mem'] ?? '3072'),
+    overheadSec: 3,
+    conditions: values.conditions ?? '',
+    perf: values.perf ?? false,
+  };
+}
+
+/** The devices of a run, each a (configuration, queue count); kernel loop once. */
+export function deviceMatrix(o: BenchOptions): { config: ConfigName; queues: number }[] {
+  const out: { config: ConfigName; queues: number }[] = [];
+  for (const config of o.configs) {
+    if (config === 'kernel-loop') out.push({ config, queues: 1 });
+  }
+  for (const queues of o.queues) {
+    for (const config of o.configs) if (config !== 'kernel-loop') out.push({ config, queues });
+  }
+  return out;
+}
+
+/** Seconds the fio part should take, from the option values. */
+export function estimateSec(o: BenchOptions): number {
+  if (o.memoryOnly) return 120;
+  const runs = o.repeats * o.jobs.length * deviceMatrix(o).length;
+  return runs * (o.runtimeSec + o.rampSec + o.overheadSec) + 60 + o.imageBytes / 2 ** 20 / 20 + (o.memory ? 120 : 0);
+}

@@ -1,0 +1,272 @@
+// Turns the raw runs into the Markdown report and the SVG chart. Every ratio is the
+// median over repeats of (device IOPS / kernel-loop IOPS) taken in the same repeat and
+// job, so that drift of the emulated machine cancels pair by pair.
+import { JOBS } from './fio.js';
+import type { BenchResult, PerIo, RunRecord } from './model.js';
+
+export const BASELINE = 'kernel-loop';
+
+/** Targets from issue 4 for ubloop's O_DIRECT loop target at its defaults (and null). */
+export const TARGETS: Readonly<Record<string, { device: string; min: number }[]>> = {
+  'randread-qd1': [{ device: 'ubloop-direct q1', min: 1.05 }],
+  'randread-qd32': [
+    { device: 'ubloop-direct q1', min: 1.05 },
+    { device: 'ubloop-null q1', min: 2.0 },
+  ],
+  'randwrite-qd32': [{ device: 'ubloop-direct q1', min: 1.05 }],
+  'randrw-qd32': [{ device: 'ubloop-direct q1', min: 1.05 }],
+  'seqread-1m-qd8': [{ device: 'ubloop-direct q1', min: 0.66 }],
+  'seqwrite-1m-qd8': [{ device: 'ubloop-direct q1', min: 0.66 }],
+};
+
+export function median(xs: readonly number[]): number {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  const mid = s.length >> 1;
+  return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
+}
+
+export interface RatioSummary {
+  median: number;
+  min: number;
+  max: number;
+  n: number;
+}
+
+/** Paired per-repeat IOPS ratios of device to the baseline for one job. */
+export function pairedRatios(runs: readonly RunRecord[], job: string, device: string): number[] {
+  const ratios: number[] = [];
+  for (const r of runs) {
+    if (r.job !== job || r.device !== device) continue;
+    const base = runs.find((b) => b.job === job && b.device === BASELINE && b.repeat === r.repeat);
+    if (base && base.fio.iops > 0) ratios.push(r.fio.iops / base.fio.iops);
+  }
+  return ratios;
+}
+
+export function ratioSummary(runs: readonly RunRecord[], job: string, device: string): RatioSummary | null {
+  const ratios = pairedRatios(runs, job, device);
+  if (ratios.length === 0) return null;
+  return { median: median(ratios), min: Math.min(...ratios), max: Math.max(...ratios), n: ratios.length };
+}
+
+function jobsIn(result: BenchResult): string[] {
+  return JOBS.map((j) => j.name).filter((name) => result.runs.some((r) => r.job === name));
+}
+
+function titleOf(job: string): string {
+  return JOBS.find((j) => j.name === job)?.title ?? job;
+}
+
+function fmt(x: number | null, digits = 2): string {
+  if (x === null || !Number.isFinite(x)) return '–';
+  return x.toFixed(digits);
+}
+
+function fmtCount(x: number): string {
+  if (!Number.isFinite(x)) return '–';
+  if (x >= 1e6) return `${(x / 1e6).toFixed(2)}M`;
+  if (x >= 1e4) return `${(x / 1e3).toFixed(1)}k`;
+  return x.toFixed(0);
+}
+
+function medianOf(runs: readonly RunRecord[], pick: (r: RunRecord) => number | null): number | null {
+  const xs = runs.map(pick).filter((x): x is number => x !== null && Number.isFinite(x));
+  return xs.length ? median(xs) : null;
+}
+
+function table(header: string[], rows: string[][]): string {
+  const line = (cells: string[]) => `| ${cells.join(' | ')} |`;
+  return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n');
+}
+
+export function markdown(result: BenchResult): string {
+  const { meta } = result;
+  const jobs = jobsIn(result);
+  const others = result.devices.map((d) => d.label).filter((l) => l !== BASELINE);
+  const out: string[] = [];
+  out.push(`# ubloop vs kernel loop — ${meta.startedAt}`);
+  out.push('');
+  out.push(`Command: \`${meta.command}\``);
+  out.push('');
+  out.push(
+    `Kernel ${meta.kernel}, CPU ${meta.cpuModel} × ${meta.cpus}` +
+      (meta.hostCpuModel ? ` (host: ${meta.hostCpuModel})` : '') +
+      `, commit ${meta.commit ?? 'unknown'}${meta.dirty ? ' (+ uncommitted changes)' : ''}, fio ${meta.fio}, node ${meta.node}.`,
+  );
+  out.push(
+    `Image ${meta.imageBytes / 2 ** 20} MiB pre-filled on ${meta.imageFs}; fio io_uring direct=1, ` +
+      `${meta.runtimeSec} s per job after a ${meta.rampSec} s ramp, ${meta.repeats} interleaved repeat(s).` +
+      (meta.ubloopArgs.length ? ` Extra serve arguments: \`${meta.ubloopArgs.join(' ')}\`.` : ''),
+  );
+  out.push(
+    `Load average: host ${meta.loadavg.hostAtLaunch ?? '?'} at launch; guest ${meta.loadavg.guestStart} at start, ` +
+      `${meta.loadavg.guestEnd ?? '?'} at end. ${meta.conditions}`,
+  );
+  out.push('');
+  out.push(
+    table(
+      ['device', 'path', 'scheduler', 'server pid'],
+      result.devices.map((d) => [d.label, d.path, d.scheduler, d.pid === null ? 'kernel' : String(d.pid)]),
+    ),
+  );
+  out.push('');
+  out.push('## IOPS relative to kernel loop');
+  out.push('');
+  out.push('Median of the per-repeat paired ratios, [min–max] over repeats. Targets (issue 4) in the last column.');
+  out.push('');
+  const ratioRows = jobs.map((job) => {
+    const cells = others.map((dev) => {
+      const s = ratioSummary(result.runs, job, dev);
+      if (!s) return '–';
+      const target = TARGETS[job]?.find((t) => t.device === dev);
+      const mark = target ? (s.median >= target.min ? ' ✓' : ' ✗') : '';
+      return s.n > 1 ? `**${fmt(s.median)}**${mark} [${fmt(s.min)}–${fmt(s.max)}]` : `**${fmt(s.median)}**${mark}`;
+    });
+    const targets = (TARGETS[job] ?? []).map((t) => `${t.device.replace(/ q1$/, '')} ≥ ${t.min}`).join(', ');
+    return [titleOf(job), ...cells, targets];
+  });
+  out.push(table(['job', ...others, 'target'], ratioRows));
+  out.push('');
+  out.push('## Absolute (medians over repeats)');
+  out.push('');
+  const absRows: string[][] = [];
+  for (const job of jobs) {
+    for (const d of result.devices) {
+      const rs = result.runs.filter((r) => r.job === job && r.device === d.label);
+      if (!rs.length) continue;
+      absRows.push([
+        titleOf(job),
+        d.label,
+        fmtCount(medianOf(rs, (r) => r.fio.iops) ?? NaN),
+        fmt((medianOf(rs, (r) => r.fio.bwBytes) ?? NaN) / 1e6, 1),
+        fmt(medianOf(rs, (r) => r.fio.clatP50Us), 0),
+        fmt(medianOf(rs, (r) => r.fio.clatP99Us), 0),
+      ]);
+    }
+  }
+  out.push(table(['job', 'device', 'IOPS', 'MB/s', 'p50 clat µs', 'p99 clat µs'], absRows));
+  out.push('');
+  out.push('## Efficiency per I/O (medians over repeats)');
+  out.push('');
+  out.push(
+    'Server: the serving process (utime+stime from /proc/PID/stat; context switches from /proc/PID/task/*/status; ' +
+      'io_uring_enter calls from its own counters). System: the whole guest (/proc/stat), fio included — the only ' +
+      'place kernel loop\'s cost shows. An I/O is one fio-sized I/O as the disk saw it, ramp included.',
+  );
+  out.push('');
+  const effRows: string[][] = [];
+  const pick = (k: keyof PerIo) => (r: RunRecord) => r.perIo[k];
+  for (const job of jobs) {
+    for (const d of result.devices) {
+      const rs = result.runs.filter((r) => r.job === job && r.device === d.label);
+      if (!rs.length) continue;
+      effRows.push([
+        titleOf(job),
+        d.label,
+        fmt(medianOf(rs, pick('serverCpuUs')), 1),
+        fmt(medianOf(rs, pick('serverEnters')), 3),
+        fmt(medianOf(rs, pick('serverCtx')), 3),
+        fmt(medianOf(rs, pick('systemCpuUs')), 1),
+        fmt(medianOf(rs, pick('systemCtx')), 2),
+      ]);
+    }
+  }
+  out.push(
+    table(['job', 'device', 'server CPU µs/IO', 'enters/IO', 'server ctx/IO', 'system CPU µs/IO', 'system ctx/IO'], effRows),
+  );
+  if (result.memory.length) {
+    out.push('');
+    out.push('## Memory');
+    out.push('');
+    out.push(
+      table(
+        ['what', 'devices', 'RSS MiB', 'peak RSS MiB', 'threads', 'note'],
+        result.memory.map((m) => [
+          m.what,
+          String(m.devices),
+          fmt(m.rssBytes / 2 ** 20, 1),
+          fmt(m.hwmBytes / 2 ** 20, 1),
+          String(m.threads),
+          m.note,
+        ]),
+      ),
+    );
+  }
+  out.push('');
+  return out.join('\n');
+}
+
+const PALETTE = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#17becf'];
+
+function esc(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+/** A grouped bar chart of the ratio medians: one group per job, one bar per device. */
+export function svgChart(result: BenchResult): string {
+  const jobs = jobsIn(result);
+  const devices = result.devices.map((d) => d.label).filter((l) => l !== BASELINE);
+  const values = jobs.map((job) => devices.map((dev) => ratioSummary(result.runs, job, dev)));
+  const top = Math.max(2, ...values.flat().map((s) => (s ? s.max : 0))) * 1.08;
+  const W = 960;
+  const H = 440;
+  const left = 50;
+  const right = 200;
+  const plotTop = 40;
+  const plotBottom = H - 70;
+  const plotW = W - left - right;
+  const y = (v: number) => plotBottom - (v / top) * (plotBottom - plotTop);
+  const groupW = plotW / Math.max(1, jobs.length);
+  const barW = Math.max(4, (groupW * 0.8) / Math.max(1, devices.length));
+  const parts: string[] = [];
+  parts.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="11">`,
+  );
+  parts.push(`<rect width="${W}" height="${H}" fill="white"/>`);
+  parts.push(
+    `<text x="${left}" y="20" font-size="14">IOPS relative to kernel loop (median of paired repeats; whiskers min–max) — ${esc(result.meta.startedAt)}</text>`,
+  );
+  for (let t = 0; t <= top; t += 0.5) {
+    parts.push(`<line x1="${left}" x2="${left + plotW}" y1="${y(t)}" y2="${y(t)}" stroke="#ddd"/>`);
+    parts.push(`<text x="${left - 6}" y="${y(t) + 4}" text-anchor="end">${t.toFixed(1)}</text>`);
+  }
+  parts.push(`<line x1="${left}" x2="${left + plotW}" y1="${y(1)}" y2="${y(1)}" stroke="#000" stroke-dasharray="4 3"/>`);
+  jobs.forEach((job, gi) => {
+    const gx = left + gi * groupW + groupW * 0.1;
+    devices.forEach((dev, di) => {
+      const s = values[gi]?.[di];
+      if (!s) return;
+      const x = gx + di * barW;
+      parts.push(
+        `<rect x="${x.toFixed(1)}" y="${y(s.median).toFixed(1)}" width="${(barW - 1).toFixed(1)}" height="${(plotBottom - y(s.median)).toFixed(1)}" fill="${PALETTE[di % PALETTE.length]}"><title>${esc(`${dev} ${job}: ${s.median.toFixed(2)}`)}</title></rect>`,
+      );
+      if (s.n > 1) {
+        const cx = (x + barW / 2).toFixed(1);
+        parts.push(`<line x1="${cx}" x2="${cx}" y1="${y(s.min).toFixed(1)}" y2="${y(s.max).toFixed(1)}" stroke="#333"/>`);
+      }
+    });
+    for (const t of TARGETS[job] ?? []) {
+      const di = devices.indexOf(t.device);
+      if (di < 0) continue;
+      const x = gx + di * barW;
+      parts.push(
+        `<line x1="${(x - 2).toFixed(1)}" x2="${(x + barW + 1).toFixed(1)}" y1="${y(t.min).toFixed(1)}" y2="${y(t.min).toFixed(1)}" stroke="#c00" stroke-width="2"><title>target ${t.min}</title></line>`,
+      );
+    }
+    parts.push(
+      `<text x="${(left + gi * groupW + groupW / 2).toFixed(1)}" y="${plotBottom + 16}" text-anchor="middle">${esc(titleOf(job))}</text>`,
+    );
+  });
+  devices.forEach((dev, di) => {
+    const ly = plotTop + di * 18;
+    parts.push(`<rect x="${left + plotW + 16}" y="${ly}" width="12" height="12" fill="${PALETTE[di % PALETTE.length]}"/>`);
+    parts.push(`<text x="${left + plotW + 34}" y="${ly + 10}">${esc(dev)}</text>`);
+  });
+  const ly = plotTop + devices.length * 18 + 10;
+  parts.push(`<line x1="${left + plotW + 16}" x2="${left + plotW + 28}" y1="${ly + 6}" y2="${ly + 6}" stroke="#c00" stroke-width="2"/>`);
+  parts.push(`<text x="${left + plotW + 34}" y="${ly + 10}">target (issue 4)</text>`);
+  parts.push(`<text x="${left}" y="${H - 20}" fill="#555">${esc(`${result.meta.kernel}, ${result.meta.cpus} CPU ${result.meta.cpuModel}, ${result.meta.runtimeSec} s jobs, ${result.meta.repeats} repeats`)}</text>`);
+  parts.push('</svg>');
+  return parts.join('\n');
+}
