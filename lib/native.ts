@@ -27,6 +27,11 @@ let binding: NativeBinding | undefined;
 
 /** The native module, loaded on first use. */
 export function native(): NativeBinding {
-  binding ??= load();
+  if (binding === undefined) {
+    const loaded = load();
+    // Environment cleanup hooks do not run on process.exit(); devices must not outlive us.
+    process.once('exit', () => loaded.removeAllDevicesSync());
+    binding = loaded;
+  }
   return binding;
 }

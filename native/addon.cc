@@ -24,22 +24,36 @@ namespace {
 
 Napi::Value bigU64(Napi::Env env, uint64_t v) { return Napi::BigInt::New(env, v); }
 
-// Devices alive in this environment; the cleanup hook tears down whatever JS did not.
+// Per-environment state (the main thread and each worker that loads the addon have
+// their own): the NativeDevice constructor and the devices created there, which the
+// environment's cleanup hook tears down if JS did not.
 struct Registry {
   std::mutex mutex;
   std::set<std::shared_ptr<Device>> devices;
+
+  void add(const std::shared_ptr<Device> &d) {
+    std::lock_guard<std::mutex> lock(mutex);
+    devices.insert(d);
+  }
+  void forget(const std::shared_ptr<Device> &d) {
+    std::lock_guard<std::mutex> lock(mutex);
+    devices.erase(d);
+  }
 };
 
-Registry &registry() {
-  static Registry r;
-  return r;
-}
+struct AddonData {
+  Napi::FunctionReference deviceConstructor;
+  Registry registry;
+};
 
-void cleanupDevices(void *) {
+AddonData &addonData(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
+
+void cleanupDevices(void *arg) {
+  Registry &registry = *static_cast<Registry *>(arg);
   std::set<std::shared_ptr<Device>> devices;
   {
-    std::lock_guard<std::mutex> lock(registry().mutex);
-    devices.swap(registry().devices);
+    std::lock_guard<std::mutex> lock(registry.mutex);
+    devices.swap(registry.devices);
   }
   for (const auto &d : devices) d->remove();
 }
@@ -122,10 +136,6 @@ class NativeDevice : public Napi::ObjectWrap<NativeDevice> {
   std::shared_ptr<Device> device_;
 };
 
-Napi::FunctionReference *deviceConstructor(Napi::Env env) {
-  return env.GetInstanceData<Napi::FunctionReference>();
-}
-
 // A job run on the libuv pool that settles a promise: Work returns an error or fills
 // the result; Settle builds the JS value on the JS thread.
 class PromiseJob : public Napi::AsyncWorker {
@@ -154,18 +164,19 @@ class PromiseJob : public Napi::AsyncWorker {
 
 class RemoveJob : public PromiseJob {
  public:
-  RemoveJob(Napi::Env env, std::shared_ptr<Device> d) : PromiseJob(env), device_(std::move(d)) {}
+  RemoveJob(Napi::Env env, std::shared_ptr<Device> d)
+      : PromiseJob(env), device_(std::move(d)), registry_(addonData(env).registry) {}
 
  protected:
   std::optional<SysError> work() override {
     auto err = device_->remove();
-    std::lock_guard<std::mutex> lock(registry().mutex);
-    registry().devices.erase(device_);
+    registry_.forget(device_);
     return err;
   }
 
  private:
   std::shared_ptr<Device> device_;
+  Registry &registry_;
 };
 
 Napi::Value NativeDevice::remove(const Napi::CallbackInfo &cb) {
@@ -177,27 +188,28 @@ Napi::Value NativeDevice::remove(const Napi::CallbackInfo &cb) {
 
 class CreateJob : public PromiseJob {
  public:
-  CreateJob(Napi::Env env, DeviceSpec spec) : PromiseJob(env), spec_(std::move(spec)) {}
+  CreateJob(Napi::Env env, DeviceSpec spec)
+      : PromiseJob(env), spec_(std::move(spec)), registry_(addonData(env).registry) {}
 
  protected:
   std::optional<SysError> work() override {
     Result<std::unique_ptr<Device>> r = Device::create(spec_);
     if (!r.ok()) return r.error;
     device_ = std::shared_ptr<Device>(std::move(*r.value));
-    std::lock_guard<std::mutex> lock(registry().mutex);
-    registry().devices.insert(device_);
+    registry_.add(device_);
     return std::nullopt;
   }
   Napi::Value settle(Napi::Env env) override {
     auto *holder = new std::shared_ptr<Device>(device_);
     auto ext = Napi::External<std::shared_ptr<Device>>::New(
         env, holder, [](Napi::Env, std::shared_ptr<Device> *h) { delete h; });
-    return deviceConstructor(env)->New({ext});
+    return addonData(env).deviceConstructor.New({ext});
   }
 
  private:
   DeviceSpec spec_;
   std::shared_ptr<Device> device_;
+  Registry &registry_;
 };
 
 class InfoJob : public PromiseJob {
@@ -342,6 +354,14 @@ Napi::Value deleteDevice(const Napi::CallbackInfo &cb) {
   return p;
 }
 
+// process.exit() does not run environment cleanup hooks, so lib/native.ts calls this
+// from the 'exit' event: every device this environment still serves is stopped and
+// deleted before the process goes (blocking, as the process is ending anyway).
+Napi::Value removeAllDevicesSync(const Napi::CallbackInfo &cb) {
+  cleanupDevices(&addonData(cb.Env()).registry);
+  return cb.Env().Undefined();
+}
+
 Napi::Object constants(Napi::Env env) {
   Napi::Object c = Napi::Object::New(env);
   c.Set("UBLK_MAX_QUEUE_DEPTH", UBLK_MAX_QUEUE_DEPTH);
@@ -366,14 +386,16 @@ Napi::Object constants(Napi::Env env) {
 
 Napi::Object init(Napi::Env env, Napi::Object exports) {
   Napi::Function ctor = NativeDevice::define(env);
-  env.SetInstanceData<Napi::FunctionReference>(new Napi::FunctionReference(Napi::Persistent(ctor)));
-  napi_add_env_cleanup_hook(env, cleanupDevices, nullptr);
+  auto *data = new AddonData{Napi::Persistent(ctor), {}};
+  env.SetInstanceData<AddonData>(data);
+  napi_add_env_cleanup_hook(env, cleanupDevices, &data->registry);
 
   exports.Set("NativeDevice", ctor);
   exports.Set("createDevice", Napi::Function::New(env, createDevice, "createDevice"));
   exports.Set("probeKernel", Napi::Function::New(env, probeKernel, "probeKernel"));
   exports.Set("getDeviceInfo", Napi::Function::New(env, getDeviceInfo, "getDeviceInfo"));
   exports.Set("deleteDevice", Napi::Function::New(env, deleteDevice, "deleteDevice"));
+  exports.Set("removeAllDevicesSync", Napi::Function::New(env, removeAllDevicesSync, "removeAllDevicesSync"));
   exports.Set("constants", constants(env));
   registerLoopControl(env, exports);
   registerUnixSocket(env, exports);

@@ -186,6 +186,8 @@ export interface NativeBinding {
   getDeviceInfo(id: number): Promise<NativeKernelDeviceInfo>;
   /** STOP_DEV + DEL_DEV of a device this process does not serve. */
   deleteDevice(id: number): Promise<void>;
+  /** Stops and deletes, synchronously, every device this environment still serves (for process 'exit'). */
+  removeAllDevicesSync(): void;
   constants: NativeConstants;
 
   NativeCuseDevice: typeof NativeCuseDevice;

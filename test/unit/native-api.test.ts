@@ -12,6 +12,7 @@ const EXPECTED = {
     'constants',
     'createDevice',
     'deleteDevice',
+    'removeAllDevicesSync',
     'getDeviceInfo',
     'probeKernel',
     'NativeCuseDevice',
@@ -70,7 +71,7 @@ t.test('native/index.d.ts declares exactly the expected members', async (t) => {
 t.test('the loaded addon exports exactly what is declared', async (t) => {
   const b = native() as unknown as Record<string, unknown>;
   t.same(sorted(Object.keys(b)), sorted(EXPECTED.NativeBinding), 'top-level exports');
-  for (const fn of ['createDevice', 'deleteDevice', 'getDeviceInfo', 'probeKernel']) {
+  for (const fn of ['createDevice', 'deleteDevice', 'removeAllDevicesSync', 'getDeviceInfo', 'probeKernel']) {
     t.equal(typeof b[fn], 'function', `${fn} is a function`);
   }
   t.equal(typeof b['NativeDevice'], 'function', 'NativeDevice is a class');
