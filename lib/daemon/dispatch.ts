@@ -1,7 +1,7 @@
 // What each request does, and who may do it: only root (on the admin socket) manages
 // instances; an instance socket only ever reaches its own instance.
 import { constants as fsConstants, openSync, closeSync } from 'node:fs';
-import { UbloopError } from '../errors.js';
+import { UbloopError, isSystemError } from '../errors.js';
 import type { Instance } from '../instance/instance.js';
 import type { InstanceManager } from '../instance/manager.js';
 import {
@@ -36,7 +36,8 @@ async function bind(manager: InstanceManager, req: BindRequest, ctx: RequestCont
     try {
       fd = openSync(req.path, flags);
     } catch (err) {
-      throw new UbloopError('ENOENT', `cannot open ${req.path}: ${(err as Error).message}`);
+      const code = isSystemError(err) ? err.code : 'EIO';
+      throw Object.assign(new Error(`cannot open ${req.path}: ${(err as Error).message}`), { code });
     }
     ownFd = true;
   } else {

@@ -54,6 +54,7 @@ function openImage(path: string, readOnly: boolean, directIo: boolean, constants
 
 async function handler(args: ArgumentsCamelCase<AttachArgs>): Promise<void> {
   const fs = await import('node:fs');
+  const { dirname, join } = await import('node:path');
   const { parseSize } = await import('../../size.js');
   const { UbloopError } = await import('../../errors.js');
   const { DaemonClient } = await import('../../daemon/client.js');
@@ -73,7 +74,8 @@ async function handler(args: ArgumentsCamelCase<AttachArgs>): Promise<void> {
   }
   const instance = args.instance ?? defaultInstance();
   try {
-    const client = DaemonClient.connect(instanceSocket(args.root, instance));
+    const socket = instanceSocket(args.root, instance);
+    const client = DaemonClient.connect(socket);
     try {
       const reply = await client.request(
         {
@@ -90,9 +92,12 @@ async function handler(args: ArgumentsCamelCase<AttachArgs>): Promise<void> {
         },
         [image.fd],
       );
-      const device = reply['device'] as { path: string };
-      if (args.json) printJson(device);
-      else process.stdout.write(`${device.path}\n`);
+      const device = reply['device'] as { index: number };
+      // The node as this process sees it: inside a container the instance directory
+      // may be mounted elsewhere than in the daemon's view.
+      const path = join(dirname(socket), `loop${device.index}`);
+      if (args.json) printJson({ ...device, path });
+      else process.stdout.write(`${path}\n`);
     } finally {
       client.close();
     }
