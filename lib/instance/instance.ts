@@ -24,6 +24,8 @@ export interface Binding {
   options: BindOptions;
   /** Key of the client that asked for the binding (autoclear waits for it to go). */
   clientKey: string;
+  /** Whose rights the image was opened with (checked again when restoring). */
+  boundBy: { uid: number; gid: number };
   clientGone: boolean;
   /** Unbind asked for while the device was busy: done once it is released. */
   detachPending: boolean;
@@ -71,6 +73,8 @@ export interface BindArgs {
   backing: Backing;
   options: BindOptions;
   caller: Caller;
+  /** Whose rights opened the image, when not the caller's (restore). */
+  boundBy?: { uid: number; gid: number };
 }
 
 export interface UnbindResult {
@@ -252,6 +256,7 @@ export class Instance {
       backing: args.backing,
       options: args.options,
       clientKey: args.caller.key,
+      boundBy: args.boundBy ?? { uid: args.caller.uid, gid: args.caller.gid },
       clientGone: false,
       detachPending: false,
       idleSince: null,
@@ -374,11 +379,11 @@ export class Instance {
   }
 
   /** Bindings as they persist. */
-  bindings(): { index: number; backing: Backing; options: BindOptions }[] {
-    const out: { index: number; backing: Backing; options: BindOptions }[] = [];
+  bindings(): { index: number; backing: Backing; options: BindOptions; boundBy: { uid: number; gid: number } }[] {
+    const out: { index: number; backing: Backing; options: BindOptions; boundBy: { uid: number; gid: number } }[] = [];
     for (const index of this.indices()) {
       const b = this.#slots.get(index)?.binding;
-      if (b) out.push({ index, backing: { ...b.backing }, options: { ...b.options } });
+      if (b) out.push({ index, backing: { ...b.backing }, options: { ...b.options }, boundBy: { ...b.boundBy } });
     }
     return out;
   }

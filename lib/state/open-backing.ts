@@ -11,7 +11,8 @@ function ownerMay(st: Stats, uid: number, gid: number, write: boolean): boolean 
   return (bits & 4) !== 0 && (!write || (bits & 2) !== 0);
 }
 
-export function openBacking(b: StateBinding, owner: { uid: number; gid: number }): OpenedBacking {
+/** principal: whose rights the image was first opened with; they must still suffice. */
+export function openBacking(b: StateBinding, principal: { uid: number; gid: number }): OpenedBacking {
   const write = !b.options.readOnly;
   const flags = (write ? constants.O_RDWR : constants.O_RDONLY) | (b.options.directIo ? constants.O_DIRECT : 0) | constants.O_NOFOLLOW;
   let fd: number;
@@ -23,8 +24,8 @@ export function openBacking(b: StateBinding, owner: { uid: number; gid: number }
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) throw new UbloopError('EINVAL', `${b.backing.path} is no longer a regular file`);
-    if (!ownerMay(st, owner.uid, owner.gid, write)) {
-      throw new UbloopError('EACCES', `uid ${owner.uid} may no longer ${write ? 'write' : 'read'} ${b.backing.path}`);
+    if (!ownerMay(st, principal.uid, principal.gid, write)) {
+      throw new UbloopError('EACCES', `uid ${principal.uid} may no longer ${write ? 'write' : 'read'} ${b.backing.path}`);
     }
     return { fd, dev: st.dev, ino: st.ino };
   } catch (err) {

@@ -12,8 +12,8 @@ export interface OpenedBacking {
   ino: number;
 }
 
-/** Opens a saved binding's backing file for an instance owner; throws with the reason it cannot. */
-export type BackingOpener = (binding: StateBinding, owner: { uid: number; gid: number }) => OpenedBacking;
+/** Opens a saved binding's backing file for whoever bound it; throws with the reason it cannot. */
+export type BackingOpener = (binding: StateBinding, principal: { uid: number; gid: number }) => OpenedBacking;
 
 export interface RestoreReport {
   instances: string[];
@@ -37,9 +37,10 @@ export async function restore(manager: InstanceManager, state: StateData, open: 
     report.instances.push(saved.name);
     for (const index of saved.indices) inst.restoreIndex(index);
     for (const b of saved.bindings) {
+      const boundBy = b.boundBy ?? { uid: saved.uid, gid: saved.gid };
       let opened: OpenedBacking;
       try {
-        opened = open(b, { uid: saved.uid, gid: saved.gid });
+        opened = open(b, boundBy);
       } catch (err) {
         report.failed.push({ instance: saved.name, index: b.index, reason: (err as Error).message });
         continue;
@@ -53,7 +54,7 @@ export async function restore(manager: InstanceManager, state: StateData, open: 
           });
           continue;
         }
-        await inst.bind({ index: b.index, fd: opened.fd, backing: b.backing, options: b.options, caller: RESTORER });
+        await inst.bind({ index: b.index, fd: opened.fd, backing: b.backing, options: b.options, caller: RESTORER, boundBy });
         report.rebound.push({ instance: saved.name, index: b.index, path: b.backing.path });
       } catch (err) {
         report.failed.push({ instance: saved.name, index: b.index, reason: (err as Error).message });

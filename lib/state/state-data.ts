@@ -11,6 +11,8 @@ export interface StateBinding {
   index: number;
   backing: { path: string; dev: number; ino: number };
   options: BindOptions;
+  /** Whose rights opened the image (default: the instance owner). */
+  boundBy?: { uid: number; gid: number };
 }
 
 export interface StateInstance {
@@ -45,11 +47,16 @@ function binding(v: unknown, where: string): StateBinding {
   const b = rec(f['backing'], `${where}.backing`);
   const o = rec(f['options'], `${where}.options`);
   const options = checkBind({ ...o, op: 'bind' }).options;
-  return {
+  const out: StateBinding = {
     index: int(f, 'index', 0, MAX_INDEX),
     backing: { path: str(b, 'path'), dev: int(b, 'dev', 0, Number.MAX_SAFE_INTEGER), ino: int(b, 'ino', 0, Number.MAX_SAFE_INTEGER) },
     options,
   };
+  if (f['boundBy'] !== undefined) {
+    const by = rec(f['boundBy'], `${where}.boundBy`);
+    out.boundBy = { uid: int(by, 'uid', 0, 2 ** 32 - 2), gid: int(by, 'gid', 0, 2 ** 32 - 2) };
+  }
+  return out;
 }
 
 function instance(v: unknown, where: string): StateInstance {

@@ -30,7 +30,7 @@ const SAMPLE: StateData = {
   instances: [
     { name: 'a', max: 2, uid: 1001, gid: 1001, mode: 0o660, indices: [0, 1, 2, 5], bindings: [
       { index: 0, backing: { path: '/img/a0', dev: 10, ino: 100 }, options: OPTS },
-      { index: 1, backing: { path: '/img/a1', dev: 10, ino: 101 }, options: OPTS },
+      { index: 1, backing: { path: '/img/a1', dev: 10, ino: 101 }, options: OPTS, boundBy: { uid: 0, gid: 0 } },
       { index: 5, backing: { path: '/img/gone', dev: 10, ino: 105 }, options: OPTS },
     ] },
     { name: 'b', max: 8, uid: 1002, gid: 1002, mode: 0o600, indices: [], bindings: [] },
@@ -74,7 +74,9 @@ t.test('state checks name the problem', async (t) => {
 
 t.test('restore brings back instances, limits, owners and matching bindings, and reports the rest', async (t) => {
   const { m, live, fds } = fakeManager();
-  const report = await restore(m, SAMPLE, (b) => {
+  const principals: { uid: number; gid: number }[] = [];
+  const report = await restore(m, SAMPLE, (b, who) => {
+    principals.push(who);
     if (b.backing.path === '/img/gone') throw new Error('cannot reopen /img/gone: ENOENT');
     // a1 was replaced by another file with the same name
     return { fd: openSync('/dev/null', 'r'), dev: 10, ino: b.backing.path === '/img/a1' ? 999 : b.backing.ino };
@@ -92,6 +94,8 @@ t.test('restore brings back instances, limits, owners and matching bindings, and
   t.equal(m.ownerMax(1001), 10);
   t.match(m.info(m.get('b')), { uid: 1002, gid: 1002, mode: 0o600, max: 8 });
   const again = snapshot(m);
-  t.same(again.instances[0]?.bindings, [SAMPLE.instances[0]?.bindings[0]], 'the snapshot holds what is bound now');
+  t.same(principals[0], { uid: 1001, gid: 1001 }, 'without boundBy, the owner\'s rights are checked');
+  t.same(principals[1], { uid: 0, gid: 0 }, 'with boundBy, those rights');
+  t.same(again.instances[0]?.bindings, [{ ...SAMPLE.instances[0]?.bindings[0], boundBy: { uid: 1001, gid: 1001 } }], 'the snapshot holds what is bound now');
   t.same(again.owners, SAMPLE.owners);
 });
