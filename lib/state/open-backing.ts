@@ -1,5 +1,5 @@
 // Reopens a saved binding's backing file at restore: by its path, with the flags the
-// binding needs, and only if the instance owner could still open it themselves.
+// binding needs, and only if whoever first bound it could still open it themselves.
 import { constants, fstatSync, openSync, closeSync, type Stats } from 'node:fs';
 import { UbloopError } from '../errors.js';
 import type { StateBinding } from './state-data.js';
