@@ -13,9 +13,9 @@
 //
 // Environment: UBLK_VM_KERNEL (bzImage; default ../shared/vm/bzImage), UBLK_VM_RUNNER
 // (default ../shared/vm/run-in-vm), UBLK_VM_TIMEOUT (seconds for the whole guest run,
-// default 1080), UBLK_VM_SCRATCH_SIZE (default 4G), CI=true (missing kernel = failure).
+// default 1080 with CI, 2400 without), UBLK_VM_SCRATCH_SIZE (default 4G), CI=true (missing kernel = failure).
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, accessSync, constants } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, accessSync, constants } from 'node:fs';
 import { constants as osConstants, release } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,8 +23,12 @@ import { fileURLToPath } from 'node:url';
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 process.chdir(root);
 const tapBin = join(root, 'node_modules', '.bin', 'tap');
-const resultsDir = join(root, '.tap', 'test-results');
-const e2eInfoFile = join(root, '.tap', 'ubloop-e2e-run.json');
+// Each run keeps its own copy of the TAP stream (tap's .tap/test-results is shared by
+// every tap run in this tree, so a concurrent run could overwrite it).
+const runId = process.env.UBLK_TEST_RUN_ID ?? `${Date.now()}-${process.pid}`;
+const runDir = join(root, '.tap', 'ubloop-runs');
+const streamFile = (kind) => join(runDir, `${runId}-${kind}.tap`);
+const e2eInfoFile = join(runDir, `${runId}-e2e.json`);
 const E2E_FILE_TIMEOUT_S = 420;
 
 const argv = process.argv.slice(2);
@@ -53,30 +57,40 @@ const secs = (ms) => `${(ms / 1000).toFixed(1)} s`;
 
 // ------------------------------------------------------------------ results
 /**
- * Counts top-level tests in tap's saved results (.tap/test-results/<file>.tap): every
- * `t.test(...)` of a file is one test. Skipped and todo tests are counted apart, never
- * as passed. A selected file with no saved result counts as one failure.
+ * Counts tests in a tap run's TAP stream: every top-level `t.test(...)` of a test file
+ * is one test. Skipped and todo tests are counted apart, never as passed. A file that
+ * ends not ok without a failing test (timeout, crash, bail out) counts as one failure,
+ * and so does a selected file that never reported at all.
  */
-async function countResults(files) {
+async function countStream(tapText, files) {
   const { Parser } = await import('tap-parser');
-  const total = { passed: 0, failed: 0, skipped: 0, todo: 0, files: 0, failures: [] };
+  const total = { passed: 0, failed: 0, skipped: 0, todo: 0, files: files.length, failures: [] };
+  const seen = new Map(); // file -> { points: [], ok: bool|null }
+  await new Promise((done) => {
+    const p = new Parser(done);
+    p.on('child', (c) => {
+      const entry = { points: [], ok: null };
+      seen.set(c.name, entry);
+      c.on('assert', (a) => entry.points.push(a));
+    });
+    p.on('assert', (a) => {
+      const name = String(a.name ?? '').replace(/\s+#.*$/, '');
+      const entry = seen.get(name) ?? { points: [], ok: null };
+      entry.ok = Boolean(a.ok);
+      if (a.skip || a.todo) entry.skippedFile = true;
+      seen.set(name, entry);
+    });
+    p.end(tapText);
+  });
   for (const file of files) {
-    const saved = join(resultsDir, `${file}.tap`);
-    total.files++;
-    if (!existsSync(saved)) {
+    const entry = seen.get(file);
+    if (!entry || entry.ok === null) {
       total.failed++;
-      total.failures.push(`${file}: produced no test results (crashed before running, or never ran)`);
+      total.failures.push(`${file}: ${entry ? 'did not finish (the run was cut short)' : 'never reported (not run, or the run died first)'}`);
       continue;
     }
-    const tapText = readFileSync(saved, 'utf8');
-    const points = [];
-    const final = await new Promise((done) => {
-      const p = new Parser({ passes: true }, done);
-      p.on('assert', (a) => points.push(a));
-      p.end(tapText);
-    });
     let failedHere = 0;
-    for (const a of points) {
+    for (const a of entry.points) {
       if (a.todo) total.todo++;
       else if (a.skip) total.skipped++;
       else if (a.ok) total.passed++;
@@ -86,13 +100,24 @@ async function countResults(files) {
         total.failures.push(`${file}: ${a.name || `test ${a.id}`}`);
       }
     }
-    // A bail-out, a timeout or a plan mismatch fails the file even when no point did.
-    if (failedHere === 0 && (!final.ok || points.length === 0)) {
+    if (entry.skippedFile) {
+      total.skipped++;
+    } else if (failedHere === 0 && (!entry.ok || entry.points.length === 0)) {
       total.failed++;
-      total.failures.push(`${file}: ${points.length === 0 ? 'ran no tests' : 'did not complete (bail out, timeout or bad plan)'}`);
+      total.failures.push(`${file}: ${entry.points.length === 0 ? 'ran no tests' : 'did not complete (timeout, crash or bail out)'}`);
     }
   }
   return total;
+}
+
+async function countFile(path, files) {
+  let text = '';
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    text = '';
+  }
+  return countStream(text, files);
 }
 
 /** The test files tap would run for these arguments (relative to the project root). */
@@ -113,8 +138,29 @@ function listTestFiles(args) {
   return out;
 }
 
-function clearResults(files) {
-  for (const f of files) rmSync(join(resultsDir, `${f}.tap`), { force: true });
+/** Runs tap with a plain TAP stream, echoed to stdout and saved to file. */
+function runTap(args, file) {
+  mkdirSync(dirname(file), { recursive: true });
+  const out = createWriteStream(file);
+  return new Promise((done) => {
+    const child = spawn(tapBin, ['--reporter=tap', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const forward = (sig) => child.kill(sig);
+    process.on('SIGINT', forward);
+    process.on('SIGTERM', forward);
+    child.stdout.on('data', (d) => {
+      process.stdout.write(d);
+      out.write(d);
+    });
+    child.on('error', (err) => {
+      console.error(`test.mjs: cannot run tap: ${err.message}`);
+      out.end(() => done(127));
+    });
+    child.on('close', (code, signal) => {
+      process.off('SIGINT', forward);
+      process.off('SIGTERM', forward);
+      out.end(() => done(code ?? 128 + (osConstants.signals[signal] ?? 1)));
+    });
+  });
 }
 
 /** Runs a command with inherited stdio; resolves with its exit code (or 128+signal). */
@@ -137,24 +183,57 @@ function run(cmd, args, opts = {}) {
 }
 
 // ------------------------------------------------------------------ inner e2e run
+/**
+ * In the test VM the project directory is a 9p mount without caching (so results
+ * come back), which makes every module load of node_modules a round trip to the
+ * host: ~30 s per CLI start under TCG. The same files are visible, cached, through
+ * the guest's root filesystem underneath; node_modules, dist and build are only read
+ * during the e2e run, so serve them from there (2-5x faster starts). Best effort.
+ */
+function cachedBuildTrees() {
+  let fsType = '';
+  try {
+    for (const line of readFileSync('/proc/mounts', 'utf8').split('\n')) {
+      const [, where, type] = line.split(' ');
+      if (where === root) fsType = type ?? '';
+    }
+  } catch {
+    return;
+  }
+  if (fsType !== '9p' || process.getuid?.() !== 0) return;
+  const view = '/run/ubloop-rootview';
+  mkdirSync(view, { recursive: true });
+  if (spawnSync('mount', ['--bind', '/', view]).status !== 0) return;
+  const bound = [];
+  for (const d of ['node_modules', 'dist', 'build']) {
+    const here = join(root, d);
+    const cached = join(view, root, d);
+    try {
+      const probe = d === 'build' ? 'build/Release/ubloop.node' : d === 'dist' ? 'dist/lib/index.js' : 'node_modules/.package-lock.json';
+      const [a, b] = [statSync(join(root, probe)), statSync(join(view, root, probe))];
+      if (a.size !== b.size || a.mtimeMs !== b.mtimeMs) continue; // not the same files: keep the live view
+    } catch {
+      continue;
+    }
+    if (spawnSync('mount', ['--bind', cached, here]).status === 0) bound.push(d);
+  }
+  if (bound.length) log(`e2e: reading ${bound.join(', ')} through the guest's cached root view`);
+}
+
 // Runs on the ublk kernel itself (inside the VM, or directly on a capable host).
 if (inner) {
   const kernel = release();
+  cachedBuildTrees();
   log(`e2e: running on kernel ${kernel} (${process.env.UBLK_VM_SCRATCH ? `scratch ext4 at ${process.env.UBLK_VM_SCRATCH}` : 'no scratch disk'})`);
   const started = Date.now();
   let status = 1;
   if (!existsSync('/dev/ublk-control')) {
     console.error(`e2e: kernel ${kernel} has no /dev/ublk-control; cannot run the e2e suite`);
   } else {
-    const files = listTestFiles(e2eFiles);
-    clearResults(files);
-    status = await run(tapBin, [
-      '--jobs=1',
-      `--timeout=${E2E_FILE_TIMEOUT_S}`,
-      '--disable-coverage',
-      '--allow-empty-coverage',
-      ...e2eFiles,
-    ]);
+    status = await runTap(
+      ['--jobs=1', `--timeout=${E2E_FILE_TIMEOUT_S}`, '--disable-coverage', '--allow-empty-coverage', ...e2eFiles],
+      streamFile('e2e'),
+    );
   }
   mkdirSync(dirname(e2eInfoFile), { recursive: true });
   writeFileSync(e2eInfoFile, JSON.stringify({ kernel, status, ms: Date.now() - started }) + '\n');
@@ -197,10 +276,9 @@ if (!existsSync(join(root, 'build', 'Release', 'ubloop.node'))) {
 if (!e2eOnly) {
   banner('unit tests (host)');
   const files = listTestFiles(['test/unit']);
-  clearResults(files);
   const started = Date.now();
-  await run(tapBin, ['test/unit']);
-  add('unit', await countResults(files), Date.now() - started, `kernel ${release()} (host)`);
+  await runTap(['test/unit'], streamFile('unit'));
+  add('unit', await countFile(streamFile('unit'), files), Date.now() - started, `kernel ${release()} (host)`);
 }
 
 /** Where to get a kernel with ublk when there is none. */
@@ -217,20 +295,23 @@ if (!unitOnly) {
   const files = listTestFiles(e2eFiles);
   const direct = !forceVm && existsSync('/dev/ublk-control') && process.getuid?.() === 0;
   rmSync(e2eInfoFile, { force: true });
-  clearResults(files);
+  rmSync(streamFile('e2e'), { force: true });
   const started = Date.now();
   let where = '';
   let failure = null; // why the e2e suite could not run at all
 
   if (direct) {
     banner(`e2e tests (this kernel, ${release()})`);
-    await run(process.execPath, [fileURLToPath(import.meta.url), '--e2e-inner', ...argv]);
+    await run(process.execPath, [fileURLToPath(import.meta.url), '--e2e-inner', ...argv], {
+      env: { ...process.env, UBLK_TEST_RUN_ID: runId },
+    });
     where = 'directly on this kernel';
   } else {
     const kernel = resolve(process.env.UBLK_VM_KERNEL ?? join(root, '..', 'shared', 'vm', 'bzImage'));
     const runner = resolve(process.env.UBLK_VM_RUNNER ?? join(root, '..', 'shared', 'vm', 'run-in-vm'));
     const scratch = process.env.UBLK_VM_SCRATCH_SIZE ?? '4G';
-    const vmTimeout = process.env.UBLK_VM_TIMEOUT ?? '1080';
+    // CI must finish well inside 20 minutes; a busy workstation gets more slack.
+    const vmTimeout = process.env.UBLK_VM_TIMEOUT ?? (ci ? '1080' : '2400');
     let executable = true;
     try {
       accessSync(runner, constants.X_OK);
@@ -247,7 +328,7 @@ if (!unitOnly) {
       const rc = await run(
         runner,
         ['--scratch', scratch, '--timeout', vmTimeout, '--', 'node', 'scripts/test.mjs', '--e2e-inner', ...argv],
-        { env: { ...process.env, UBLK_VM_KERNEL: kernel } },
+        { env: { ...process.env, UBLK_VM_KERNEL: kernel, UBLK_TEST_RUN_ID: runId } },
       );
       where = 'in the VM';
       if (rc === 98 || rc === 97) {
@@ -268,14 +349,12 @@ if (!unitOnly) {
   if (failure) {
     const loud = `E2E SUITE DID NOT RUN: ${failure}`;
     console.error(`\n${'!'.repeat(78)}\n${loud}\n${'!'.repeat(78)}`);
-    const counts = await countResults(files); // whatever did finish still counts
-    if (counts.failed === 0) {
-      counts.failed = 1;
-      counts.failures = [`e2e: ${failure.split('\n')[0]}`];
-    }
+    const counts = await countFile(streamFile('e2e'), files); // whatever did finish still counts
+    if (counts.failed === 0) counts.failed = 1;
+    counts.failures.unshift(`e2e suite: ${failure.split('\n')[0]}`);
     add('e2e', counts, ms, `${where || 'not run'}${ci ? ', CI' : ''}`);
   } else {
-    const counts = await countResults(files);
+    const counts = await countFile(streamFile('e2e'), files);
     add('e2e', counts, ms, `kernel ${info.kernel} ${where}`);
   }
 }

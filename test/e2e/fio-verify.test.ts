@@ -21,6 +21,7 @@ function verifyArgs(dev: string, engine: string, extra: string[]): string[] {
     '--verify=crc32c',
     '--do_verify=1',
     '--verify_fatal=1',
+    '--verify_state_save=0',
     '--randseed=1234',
     ...extra,
   ];

@@ -81,6 +81,23 @@ export function cli(args: string[], opts: SpawnSyncOptions = {}): RunResult {
   return run(process.execPath, [CLI, ...args], { timeout: 60_000, ...opts });
 }
 
+/** Runs the CLI without blocking, so several can start at once (node starts are slow under TCG). */
+export function cliAsync(args: string[], timeoutMs = 120_000): Promise<RunResult> {
+  return new Promise((done, fail) => {
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGTERM'), timeoutMs);
+    child.on('error', fail);
+    child.on('close', (status, signal) => {
+      clearTimeout(timer);
+      done({ status, signal, stdout, stderr });
+    });
+  });
+}
+
 /**
  * A directory for image files, removed after the test. On the VM's scratch ext4 disk
  * ($UBLK_VM_SCRATCH) when there is one, because the guest's tmpfs has no O_DIRECT.
