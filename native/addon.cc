@@ -162,6 +162,15 @@ class PromiseJob : public Napi::AsyncWorker {
   std::optional<SysError> error_;
 };
 
+// Queues a PromiseJob on the libuv pool and returns its promise.
+template <typename Job, typename... Args>
+Napi::Value startJob(Napi::Env env, Args &&...args) {
+  auto *job = new Job(env, std::forward<Args>(args)...);
+  Napi::Promise p = job->promise();
+  job->Queue();
+  return p;
+}
+
 class RemoveJob : public PromiseJob {
  public:
   RemoveJob(Napi::Env env, std::shared_ptr<Device> d)
@@ -179,12 +188,7 @@ class RemoveJob : public PromiseJob {
   Registry &registry_;
 };
 
-Napi::Value NativeDevice::remove(const Napi::CallbackInfo &cb) {
-  auto *job = new RemoveJob(cb.Env(), device_);
-  Napi::Promise p = job->promise();
-  job->Queue();
-  return p;
-}
+Napi::Value NativeDevice::remove(const Napi::CallbackInfo &cb) { return startJob<RemoveJob>(cb.Env(), device_); }
 
 class CreateJob : public PromiseJob {
  public:
@@ -311,10 +315,7 @@ Napi::Value createDevice(const Napi::CallbackInfo &cb) {
       return env.Undefined();
     }
   }
-  auto *job = new CreateJob(env, std::move(s));
-  Napi::Promise p = job->promise();
-  job->Queue();
-  return p;
+  return startJob<CreateJob>(env, std::move(s));
 }
 
 Napi::Value probeKernel(const Napi::CallbackInfo &cb) {
@@ -339,19 +340,13 @@ uint32_t idArg(const Napi::CallbackInfo &cb, const char *fn) {
 Napi::Value getDeviceInfo(const Napi::CallbackInfo &cb) {
   uint32_t id = idArg(cb, "getDeviceInfo");
   if (cb.Env().IsExceptionPending()) return cb.Env().Undefined();
-  auto *job = new InfoJob(cb.Env(), id);
-  Napi::Promise p = job->promise();
-  job->Queue();
-  return p;
+  return startJob<InfoJob>(cb.Env(), id);
 }
 
 Napi::Value deleteDevice(const Napi::CallbackInfo &cb) {
   uint32_t id = idArg(cb, "deleteDevice");
   if (cb.Env().IsExceptionPending()) return cb.Env().Undefined();
-  auto *job = new DeleteJob(cb.Env(), id);
-  Napi::Promise p = job->promise();
-  job->Queue();
-  return p;
+  return startJob<DeleteJob>(cb.Env(), id);
 }
 
 // process.exit() does not run environment cleanup hooks, so lib/native.ts calls this
