@@ -30,6 +30,7 @@ apt-get install -y -qq build-essential bc bison flex libelf-dev libssl-dev cpio 
 
 work="$(mktemp -d /tmp/ubloop-kernel.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
+chmod 755 "$work"   # apt-get download drops privileges to _apt and must reach it
 cd "$work"
 # apt-get download works without a deb-src line; the package carries the source tarball.
 apt-get download linux-source-6.1
