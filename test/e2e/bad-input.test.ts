@@ -3,7 +3,7 @@
 import t from 'tap';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { MiB, cliAsync, sleep, sparseImage, ublkCharEntries, workDir } from '../helpers/e2e.js';
+import { MiB, cliMany, sleep, sparseImage, ublkCharEntries, workDir } from '../helpers/e2e.js';
 
 const dir = workDir(t);
 const good = sparseImage(join(dir, 'good.img'), 4 * MiB);
@@ -28,7 +28,7 @@ const cases: [string, string[], RegExp][] = [
   ['a size that is not a size', [good, '--sizelimit', 'lots'], /size limit "lots" is not a size/],
 ];
 
-// All cases start at once (each is a fresh node process, slow to start in the VM);
+// The cases run two at a time (each is a fresh node process, slow to start in the VM);
 // none may create a device, so the set of ublk devices must not change at any point.
 const before = ublkCharEntries();
 const appeared = new Set<string>();
@@ -39,7 +39,7 @@ const watcher = (async () => {
     await sleep(20);
   }
 })();
-const results = await Promise.all(cases.map(([, args]) => cliAsync(['serve', ...args])));
+const results = await cliMany(cases.map(([, args]) => ['serve', ...args]));
 watching = false;
 await watcher;
 const after = ublkCharEntries();

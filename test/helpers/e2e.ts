@@ -81,8 +81,25 @@ export function cli(args: string[], opts: SpawnSyncOptions = {}): RunResult {
   return run(process.execPath, [CLI, ...args], { timeout: 60_000, ...opts });
 }
 
-/** Runs the CLI without blocking, so several can start at once (node starts are slow under TCG). */
-export function cliAsync(args: string[], timeoutMs = 120_000): Promise<RunResult> {
+/**
+ * Runs many CLI commands, at most `parallel` at a time (one per vCPU): node starts are
+ * CPU-bound and slow under TCG, so more at once only makes each one later.
+ */
+export async function cliMany(commands: string[][], parallel = 2): Promise<RunResult[]> {
+  const results: RunResult[] = new Array<RunResult>(commands.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < commands.length) {
+      const i = next++;
+      results[i] = await cliAsync(commands[i] as string[]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(parallel, commands.length) }, worker));
+  return results;
+}
+
+/** Runs the CLI without blocking; a run longer than timeoutMs is killed (and shows as signal SIGTERM). */
+export function cliAsync(args: string[], timeoutMs = 300_000): Promise<RunResult> {
   return new Promise((done, fail) => {
     const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
