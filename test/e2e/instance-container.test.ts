@@ -5,7 +5,7 @@ import t from 'tap';
 import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI, MiB, run, sparseImage, workDir } from '../helpers/e2e.js';
-import { startDaemon } from '../helpers/daemon.js';
+import { jsonOut, startDaemon } from '../helpers/daemon.js';
 
 t.test('only the instance directory is visible, and mkfs + mount through loopN work', async (t) => {
   const dir = workDir(t);
@@ -20,11 +20,11 @@ t.test('only the instance directory is visible, and mkfs + mount through loopN w
     script,
     [
       'set -e',
-      // hide everything the daemon serves, then show only this instance
-      `mount -t tmpfs tmpfs ${d.root}`,
+      // show only this instance, then hide everything else the daemon serves
       'mount -t tmpfs tmpfs /run',
       'mkdir -p /run/ctr/instances/ctr /run/ctr/mnt',
       `mount --bind ${inst} /run/ctr/instances/ctr`,
+      `mount -t tmpfs tmpfs ${d.root}`,
       'echo "visible: $(ls /run/ctr/instances)"',
       `test ! -e ${join(d.root, 'instances', 'other')} && echo "other: hidden"`,
       `DEV=$(${process.execPath} ${CLI} attach --root /run/ctr --instance ctr ${img})`,
@@ -46,7 +46,7 @@ t.test('only the instance directory is visible, and mkfs + mount through loopN w
   t.match(r.stdout, /^dev: \/run\/ctr\/instances\/ctr\/loop0$/m, 'attach printed the node as the container sees it');
   t.match(r.stdout, /^container-data$/m, 'mkfs, mount, write, read through loopN');
   t.match(r.stdout, /^done$/m);
-  const after = JSON.parse(d.cli(['list', '--all', '--json']).stdout) as { instance: string; state: string }[];
+  const after = jsonOut<{ instance: string; state: string }[]>(d.cli(['list', '--all', '--json']));
   t.same(after.map((e) => `${e.instance}:${e.state}`), ['ctr:unbound'], 'detached from inside; the index stays');
   const check = run('dumpe2fs', ['-h', img]);
   t.match(check.stdout, /Filesystem magic number:\s+0xEF53/, 'the image holds the ext4 made in the container');

@@ -5,7 +5,7 @@ import t from 'tap';
 import { chmodSync, chownSync } from 'node:fs';
 import { join } from 'node:path';
 import { MiB, sparseImage, workDir } from '../helpers/e2e.js';
-import { shAs, startDaemon } from '../helpers/daemon.js';
+import { jsonOut, shAs, startDaemon } from '../helpers/daemon.js';
 
 t.test('uid 1001 and uid 1002 each reach only their own instance', async (t) => {
   const dir = workDir(t);
@@ -32,7 +32,7 @@ t.test('uid 1001 and uid 1002 each reach only their own instance', async (t) => 
     t.equal(w.status, 0, `uid ${u.uid} writes and reads its device: ${w.stderr}`);
     t.match(w.stdout, new RegExp(`^hello from ${u.uid}`));
     const l = as(u.uid, ['list', '--json']);
-    const seen = JSON.parse(l.stdout) as { instance: string }[];
+    const seen = jsonOut<{ instance: string }[]>(l);
     t.same([...new Set(seen.map((e) => e.instance))], [u.name], `uid ${u.uid}'s list shows only its own instance`);
   }
   const [a, b] = users as [typeof users[0], typeof users[0]];
@@ -59,7 +59,7 @@ t.test('uid 1001 and uid 1002 each reach only their own instance', async (t) => 
   const sneaky = as(1001, ['list', '--instance', 'b']);
   t.not(sneaky.status, 0);
   t.match(sneaky.stderr, /uid 1001 may not use instance b/, 'the daemon refuses uid 1001 on b\'s socket by its credentials');
-  const bound = JSON.parse(d.cli(['list', '--json']).stdout) as { instance: string; state: string }[];
+  const bound = jsonOut<{ instance: string; state: string }[]>(d.cli(['list', '--json']));
   t.same(bound.map((e) => `${e.instance}:${e.state}`), ['a:bound', 'b:bound'], 'both devices are still bound');
   const unreadable = as(1001, ['attach', '--instance', 'a', b.img]);
   t.not(unreadable.status, 0, 'uid 1001 cannot attach an image it cannot open itself');

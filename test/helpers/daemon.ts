@@ -8,6 +8,12 @@ import { join } from 'node:path';
 import { DaemonClient } from '../../lib/daemon/client.js';
 import { CLI, ROOT, cli, run, sleep, type RunResult, type TestLike } from './e2e.js';
 
+/** Parses a CLI's JSON output, failing with its stderr when it did not succeed. */
+export function jsonOut<T>(r: RunResult): T {
+  if (r.status !== 0) throw new Error(`ubloop exited ${r.status ?? r.signal}: ${r.stderr.trim()}`);
+  return JSON.parse(r.stdout) as T;
+}
+
 export interface DaemonHandle {
   proc: ChildProcess;
   socket: string;
@@ -44,7 +50,9 @@ export async function startDaemon(t: TestLike, dir: string, extra: string[] = []
   );
   const clients: DaemonClient[] = [];
   const alive = () => proc.exitCode === null && proc.signalCode === null;
+  let stopped = false;
   const stop = async (ms = 30_000) => {
+    stopped = true;
     if (alive()) proc.kill('SIGTERM');
     let timer: NodeJS.Timeout | undefined;
     try {
@@ -58,6 +66,7 @@ export async function startDaemon(t: TestLike, dir: string, extra: string[] = []
   };
   t.teardown(async () => {
     for (const c of clients) c.close();
+    if (!alive() && !stopped) t.fail(`the daemon died (${proc.exitCode ?? proc.signalCode}): ${stderr.trim()}`);
     if (alive()) {
       try {
         await stop();
@@ -92,7 +101,7 @@ export async function startDaemon(t: TestLike, dir: string, extra: string[] = []
     instance: (name) => connect(join(root, 'instances', name, 'control.sock')),
     cli: (args, opts = {}) => cli(withPaths(args), opts),
     cliAs: (uid, gid, args) =>
-      run(process.execPath, [userCli(), ...withPaths(args)], { uid, gid, env: USER_ENV, cwd: '/', timeout: 120_000 }),
+      run('sh', ['-c', `${UNHOOK} exec "$@"`, 'sh', process.execPath, userCli(), ...withPaths(args)], { uid, gid, env: USER_ENV, cwd: '/', timeout: 120_000 }),
     fdCount: () => readdirSync(`/proc/${proc.pid}/fd`).length,
   };
 }
@@ -108,10 +117,16 @@ export function ublkCount(): number {
 
 /** Runs a shell command as another user. */
 export function shAs(uid: number, gid: number, script: string, opts: SpawnSyncOptions = {}): RunResult {
-  return run('sh', ['-c', script], { uid, gid, env: USER_ENV, ...opts });
+  return run('sh', ['-c', `${UNHOOK} ${script}`], { uid, gid, env: USER_ENV, ...opts });
 }
 
-/** A clean environment for commands run as another user (no tap loader hooks). */
+/**
+ * tap's process tracking puts its loader back into the environment of every child; a
+ * process of another user cannot write tap's records, so the shell drops it first.
+ */
+const UNHOOK = 'unset NODE_OPTIONS NODE_V8_COVERAGE;';
+
+/** A clean environment for commands run as another user. */
 export const USER_ENV = { PATH: '/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin', HOME: '/tmp', LANG: 'C' };
 
 let userCopy: string | undefined;
