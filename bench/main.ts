@@ -12,6 +12,12 @@ import { log, runBench } from './run.js';
 // dist/bench/main.js -> the repository root.
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
+/** The command line as a user would type it again (arguments with spaces quoted). */
+function commandLine(argv: readonly string[]): string {
+  const quoted = argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`));
+  return `npm run bench${quoted.length ? ` -- ${quoted.join(' ')}` : ''}`;
+}
+
 function git(args: string[]): string | null {
   try {
     return execFileSync('git', ['-C', repoRoot, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
@@ -36,7 +42,7 @@ function relaunchInVm(o: BenchOptions, argv: readonly string[]): number {
     UBLK_BENCH_DIRTY: git(['status', '--porcelain', '--', 'native', 'lib', 'bench', 'binding.gyp']) ? '1' : '0',
     UBLK_BENCH_HOST_CPU: `${cpus()[0]?.model ?? 'unknown'} x ${cpus().length}`,
     UBLK_BENCH_HOST_LOADAVG: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' '),
-    UBLK_BENCH_COMMAND: `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`,
+    UBLK_BENCH_COMMAND: commandLine(argv),
   };
   log(
     `bench: no ublk here; running in the VM (${o.vmMemMiB} MiB, ${scratchGiB} GiB scratch, ` +
@@ -60,7 +66,7 @@ async function main(argv: readonly string[]): Promise<number> {
     return 2;
   }
   if (!existsSync('/dev/ublk-control')) return relaunchInVm(o, argv);
-  const command = process.env.UBLK_BENCH_COMMAND ?? `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`;
+  const command = process.env.UBLK_BENCH_COMMAND ?? commandLine(argv);
   const md = await runBench(o, repoRoot, command);
   process.stdout.write(`\n${md}`);
   return 0;

@@ -52,6 +52,8 @@ export interface DeviceRecord {
   path: string;
   scheduler: string;
   pid: number | null;
+  /** Extra `ubloop serve` arguments of a --variant device. */
+  variantArgs: string[];
   info: unknown;
 }
 

@@ -3,6 +3,11 @@ import { parseArgs } from 'node:util';
 import { JOBS } from './fio.js';
 import { CONFIG_NAMES, type ConfigName } from './servers.js';
 
+export interface Variant {
+  name: string;
+  args: string[];
+}
+
 export interface BenchOptions {
   smoke: boolean;
   repeats: number;
@@ -19,6 +24,8 @@ export interface BenchOptions {
   memoryOnly: boolean;
   memoryDevices: number;
   ubloopArgs: string[];
+  /** Extra ubloop O_DIRECT devices, each with its own serve arguments, measured in the same run. */
+  variants: Variant[];
   ublksrv: string | null;
   ublksrvScheduler: string;
   vmMemMiB: number;
@@ -46,6 +53,8 @@ export const USAGE = `usage: npm run bench -- [options]
   --no-memory             skip the memory measurement after the fio runs
   --memory-devices N      devices in one process for the memory figure (default 64)
   --ubloop-args "ARGS"    extra arguments for every \`ubloop serve\` (e.g. "--depth 64")
+ --variant NAME=ARGS     also measure ubloop-direct with these serve arguments, labelled
+                          ubloop-direct+NAME (repeatable), e.g. --variant "maxio512k=--max-io 512K"
   --ublksrv PATH          also measure ublksrv's \`ublk\` binary (or env UBLK_BENCH_UBLKSRV)
   --ublksrv-scheduler S   scheduler set on ublksrv's disks (default none)
   --vm-mem MiB            guest memory when relaunched in the VM (default 3072)
@@ -84,6 +93,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
       'no-memory': { type: 'boolean', default: false },
       'memory-devices': { type: 'string' },
       'ubloop-args': { type: 'string' },
+      variant: { type: 'string', multiple: true },
       ublksrv: { type: 'string' },
       'ublksrv-scheduler': { type: 'string', default: 'none' },
       'vm-mem': { type: 'string', default: '3072' },
@@ -126,6 +136,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
     memoryOnly: values.memory ?? false,
     memoryDevices: positive('memory-devices', values['memory-devices'] ?? (smoke ? '4' : '64')),
     ubloopArgs: values['ubloop-args'] ? values['ubloop-args'].split(/\s+/).filter(Boolean) : [],
+    variants: (values.variant ?? []).map(parseVariant),
     ublksrv,
     ublksrvScheduler: values['ublksrv-scheduler'] ?? 'none',
     vmMemMiB: positive('vm-mem', values['vm-mem'] ?? '3072'),
@@ -135,14 +146,31 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
   };
 }
 
-/** The devices of a run, each a (configuration, queue count); kernel loop once. */
-export function deviceMatrix(o: BenchOptions): { config: ConfigName; queues: number }[] {
-  const out: { config: ConfigName; queues: number }[] = [];
+function parseVariant(text: string): Variant {
+  const eq = text.indexOf('=');
+  const name = eq < 0 ? '' : text.slice(0, eq);
+  if (!/^[\w.-]+$/.test(name)) throw new Error(`--variant must be NAME=ARGS with a short name, got "${text}"`);
+  return { name, args: text.slice(eq + 1).split(/\s+/).filter(Boolean) };
+}
+
+export interface DeviceSpec {
+  config: ConfigName;
+  queues: number;
+  variant: Variant | null;
+}
+
+/** The devices of a run, each a (configuration, queue count, variant); kernel loop once. */
+export function deviceMatrix(o: BenchOptions): DeviceSpec[] {
+  const out: DeviceSpec[] = [];
   for (const config of o.configs) {
-    if (config === 'kernel-loop') out.push({ config, queues: 1 });
+    if (config === 'kernel-loop') out.push({ config, queues: 1, variant: null });
   }
   for (const queues of o.queues) {
-    for (const config of o.configs) if (config !== 'kernel-loop') out.push({ config, queues });
+    for (const config of o.configs) {
+      if (config === 'kernel-loop') continue;
+      out.push({ config, queues, variant: null });
+      if (config === 'ubloop-direct') for (const variant of o.variants) out.push({ config, queues, variant });
+    }
   }
   return out;
 }

@@ -106,8 +106,14 @@ export function markdown(result: BenchResult): string {
   out.push('');
   out.push(
     table(
-      ['device', 'path', 'scheduler', 'server pid'],
-      result.devices.map((d) => [d.label, d.path, d.scheduler, d.pid === null ? 'kernel' : String(d.pid)]),
+      ['device', 'path', 'scheduler', 'server pid', 'extra serve arguments'],
+      result.devices.map((d) => [
+        d.label,
+        d.path,
+        d.scheduler,
+        d.pid === null ? 'kernel' : String(d.pid),
+        d.variantArgs.length ? `\`${d.variantArgs.join(' ')}\`` : '',
+      ]),
     ),
   );
   out.push('');

@@ -59,7 +59,14 @@ async function measure(server: Server, job: JobSpec, repeat: number, o: BenchOpt
   const sysAfter = systemSnapshot();
   const procAfter = server.pid === null ? null : procSnapshot(server.pid);
   const statsAfter = await server.stats();
-  const perfReport = perf ? relative(dir, await perf.stop()) : null;
+  let perfReport: string | null = null;
+  if (perf) {
+    try {
+      perfReport = relative(dir, await perf.stop());
+    } catch (err) {
+      log(`bench: perf: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
 
   const fio = parseFio(job, out);
   const sectors = diskAfter.readSectors - diskBefore.readSectors + (diskAfter.writeSectors - diskBefore.writeSectors);
@@ -128,7 +135,7 @@ export async function runBench(o: BenchOptions, repoRoot: string, command: strin
     node: process.version,
     fio: tryRun('fio', ['--version']) ?? 'unknown',
     imageBytes: o.imageBytes,
-    imageFs: tryRun('findmnt', ['-n', '-o', 'FSTYPE,SOURCE', '--target', o.imageDir]) ?? 'unknown',
+    imageFs: tryRun('findmnt', ['-n', '-o', 'FSTYPE,SOURCE', '--target', o.imageDir])?.replace(/\s+/g, ' on ') ?? 'unknown',
     runtimeSec: o.runtimeSec,
     rampSec: o.rampSec,
     repeats: o.memoryOnly ? 0 : o.repeats,
@@ -159,8 +166,8 @@ export async function runBench(o: BenchOptions, repoRoot: string, command: strin
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
     try {
-      for (const { config, queues } of deviceMatrix(o)) {
-        const s = await startServer(config, queues, serverOptions);
+      for (const { config, queues, variant } of deviceMatrix(o)) {
+        const s = await startServer(config, queues, serverOptions, variant);
         servers.push(s);
         const rec: DeviceRecord = {
           label: s.label,
@@ -169,6 +176,7 @@ export async function runBench(o: BenchOptions, repoRoot: string, command: strin
           path: s.path,
           scheduler: s.scheduler,
           pid: s.pid,
+          variantArgs: variant?.args ?? [],
           info: s.info,
         };
         result.devices.push(rec);

@@ -52,16 +52,27 @@ export interface ServerOptions {
   ublksrvScheduler: string;
 }
 
-export function labelOf(config: ConfigName, queues: number): string {
-  return config === 'kernel-loop' ? config : `${config} q${queues}`;
+export function labelOf(config: ConfigName, queues: number, variant: string | null = null): string {
+  return config === 'kernel-loop' ? config : `${config}${variant === null ? '' : `+${variant}`} q${queues}`;
 }
 
-export async function startServer(config: ConfigName, queues: number, o: ServerOptions): Promise<Server> {
+/** A variant: a name for the label and extra `ubloop serve` arguments. */
+export interface ServerVariant {
+  name: string;
+  args: readonly string[];
+}
+
+export async function startServer(
+  config: ConfigName,
+  queues: number,
+  o: ServerOptions,
+  variant: ServerVariant | null = null,
+): Promise<Server> {
   switch (config) {
     case 'kernel-loop':
       return startKernelLoop(o);
     case 'ubloop-direct':
-      return UbloopServer.start(config, queues, o, [o.image, '--direct-io']);
+      return UbloopServer.start(config, queues, o, [o.image, '--direct-io', ...(variant?.args ?? [])], variant?.name ?? null);
     case 'ubloop-buffered':
       return UbloopServer.start(config, queues, o, [o.image]);
     case 'ubloop-null':
@@ -132,7 +143,13 @@ class UbloopServer implements Server {
     this.scheduler = activeScheduler(this.disk);
   }
 
-  static start(config: ConfigName, queues: number, o: ServerOptions, args: readonly string[]): Promise<Server> {
+  static start(
+    config: ConfigName,
+    queues: number,
+    o: ServerOptions,
+    args: readonly string[],
+    variant: string | null = null,
+  ): Promise<Server> {
     const argv = [`${o.repoRoot}/bin/ubloop.js`, 'serve', ...args, '--queues', String(queues), '--json', ...o.ubloopArgs];
     const child = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
@@ -159,7 +176,7 @@ class UbloopServer implements Server {
         }
         if (!server && isUbloopInfo(msg)) {
           clearTimeout(timer);
-          server = new UbloopServer(labelOf(config, queues), config, queues, msg, child, exited);
+          server = new UbloopServer(labelOf(config, queues, variant), config, queues, msg, child, exited);
           resolve(server);
         } else if (server && isStatsLine(msg)) {
           server.#statsWaiters.shift()?.(msg.stats);
@@ -181,7 +198,7 @@ class UbloopServer implements Server {
 
   async stop(): Promise<void> {
     this.#child.kill('SIGTERM');
-    const timer = setTimeout(() => this.#child.kill('SIGKILL'), 30_000);
+    const timer = setTimeout(() => this.#child.kill('SIGKILL'), 120_000);
     const code = await this.#exited;
     clearTimeout(timer);
     if (code !== 0) throw new Error(`${this.label}: ubloop serve exited with ${code} on SIGTERM`);
