@@ -41,6 +41,7 @@ export class Connection {
   readonly #reader: LineReader;
   #queue: Promise<void> = Promise.resolve();
   #closed = false;
+  #refusal: UbloopError | null = null;
 
   constructor(conn: UnixConnection, scope: Scope, handle: RequestHandler) {
     this.#conn = conn;
@@ -52,6 +53,10 @@ export class Connection {
       line: (line) => this.#enqueue(line),
       overlong: (fds) => {
         closeAll(fds);
+        if (this.#refusal) {
+          this.#enqueue({ text: '', fds: [] });
+          return;
+        }
         this.#enqueueReply({
           error: errorBody(new UbloopError('EMSGSIZE', `request line longer than ${MAX_LINE_BYTES} bytes; it is skipped up to its newline`)),
         });
@@ -78,11 +83,13 @@ export class Connection {
     closeAll(this.#reader.takePendingFds());
   }
 
-  /** Refuses the connection with one error reply. */
+  /**
+   * Refuses the connection: its first request is answered with this error, then it is
+   * closed. (Answering before the client has written could lose the reply: a client
+   * writing to a socket closed under it may see the reset before the reply.)
+   */
   refuse(err: UbloopError): void {
-    this.#send({ error: errorBody(err) });
-    this.#conn.end();
-    this.#closed = true;
+    this.#refusal = err;
   }
 
   #enqueueReply(reply: Reply): void {
@@ -94,6 +101,13 @@ export class Connection {
   }
 
   async #run(line: Line): Promise<void> {
+    if (this.#refusal) {
+      closeAll(line.fds);
+      this.#send({ error: errorBody(this.#refusal) });
+      this.#conn.end();
+      this.#closed = true;
+      return;
+    }
     const parsed = parseRequest(line.text);
     const id = parsed.id === undefined ? {} : { id: parsed.id };
     let reply: Reply;

@@ -99,9 +99,9 @@ export async function startDaemon(t: TestLike, dir: string, extra: string[] = []
     alive,
     admin: () => connect(socket),
     instance: (name) => connect(join(root, 'instances', name, 'control.sock')),
-    cli: (args, opts = {}) => cli(withPaths(args), opts),
+    cli: (args, opts = {}) => cli(withPaths(args), { timeout: 180_000, ...opts }),
     cliAs: (uid, gid, args) =>
-      run('sh', ['-c', `${UNHOOK} exec "$@"`, 'sh', process.execPath, userCli(), ...withPaths(args)], { uid, gid, env: USER_ENV, cwd: '/', timeout: 120_000 }),
+      run('sh', ['-c', `${UNHOOK} exec "$@"`, 'sh', process.execPath, userCli(), ...withPaths(args)], { uid, gid, env: USER_ENV, cwd: '/', timeout: 180_000 }),
     fdCount: () => readdirSync(`/proc/${proc.pid}/fd`).length,
   };
 }

@@ -105,3 +105,15 @@ t.test('a read-only descriptor cannot back a writable device', async (t) => {
   t.match(ok, { ok: true, device: { options: { readOnly: true } } });
   closeSync(openSync(image, 'r'));
 });
+
+t.test('a refused connection answers its first request with the refusal, then closes', async (t) => {
+  const { conn, replies, ended } = setup({ kind: 'admin' }, { pid: 9, uid: 1001, gid: 1001 });
+  const { UbloopError } = await import('../../lib/errors.js');
+  conn.refuse(new UbloopError('EACCES', 'the admin socket is for root only'));
+  t.notOk(ended(), 'nothing is sent before the client asks');
+  const fd = openSync(image, 'r');
+  conn.data(Buffer.from('{"op":"instance.list","id":5}\n'), [fd]);
+  t.match(await replies(1), [{ error: { code: 'EACCES', message: /root only/ } }]);
+  t.ok(ended(), 'then the connection is closed');
+  t.notOk(isOpen(fd), 'descriptors sent along are closed');
+});
