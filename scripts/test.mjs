@@ -13,7 +13,7 @@
 //
 // Environment: UBLK_VM_KERNEL (bzImage; default ../shared/vm/bzImage), UBLK_VM_RUNNER
 // (default ../shared/vm/run-in-vm), UBLK_VM_TIMEOUT (seconds for the whole guest run,
-// default 1080 with CI, 2400 without), UBLK_VM_SCRATCH_SIZE (default 4G), CI=true (missing kernel = failure).
+// default 2700), UBLK_VM_SCRATCH_SIZE (default 4G), CI=true (missing kernel = failure).
 import { spawn, spawnSync } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, accessSync, constants } from 'node:fs';
 import { constants as osConstants, release } from 'node:os';
@@ -310,8 +310,9 @@ if (!unitOnly) {
     const kernel = resolve(process.env.UBLK_VM_KERNEL ?? join(root, '..', 'shared', 'vm', 'bzImage'));
     const runner = resolve(process.env.UBLK_VM_RUNNER ?? join(root, '..', 'shared', 'vm', 'run-in-vm'));
     const scratch = process.env.UBLK_VM_SCRATCH_SIZE ?? '4G';
-    // CI must finish well inside 20 minutes; a busy workstation gets more slack.
-    const vmTimeout = process.env.UBLK_VM_TIMEOUT ?? (ci ? '1080' : '2400');
+    // The guest's hard stop: generous enough for a loaded 2-core machine under TCG
+    // (CI's own budget is 90 minutes); the summary prints how long the run really took.
+    const vmTimeout = process.env.UBLK_VM_TIMEOUT ?? '2700';
     let executable = true;
     try {
       accessSync(runner, constants.X_OK);
