@@ -1,8 +1,9 @@
 // ublk devices whose server has died stay in the kernel (their id taken, /dev/ublkcN
 // present) until someone deletes them. This finds and deletes them.
-import { readdirSync, readlinkSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import { isSystemError } from './errors.js';
 import { native, type NativeKernelDeviceInfo } from './native.js';
+import { someProcessHasOpen } from './open-files.js';
 
 export interface StaleDevice {
   id: number;
@@ -37,24 +38,13 @@ function alive(pid: number): boolean {
 
 /** Whether any process has /dev/ublkcN open: a server serving or tearing it down. */
 function charDeviceHeld(id: number): boolean {
-  const target = `/dev/ublkc${id}`;
-  for (const pid of readdirSync('/proc')) {
-    if (!/^\d+$/.test(pid)) continue;
-    let fds: string[];
-    try {
-      fds = readdirSync(`/proc/${pid}/fd`);
-    } catch {
-      continue;
-    }
-    for (const fd of fds) {
-      try {
-        if (readlinkSync(`/proc/${pid}/fd/${fd}`) === target) return true;
-      } catch {
-        // closed meanwhile
-      }
-    }
+  let rdev: bigint;
+  try {
+    rdev = statSync(`/dev/ublkc${id}`, { bigint: true }).rdev;
+  } catch {
+    return false; // no node, so nobody can hold it
   }
-  return false;
+  return someProcessHasOpen('char', rdev);
 }
 
 /**

@@ -41,8 +41,3 @@ export function removeInstanceDir(dir: string): void {
     if (!(isSystemError(err) && err.code === 'ENOENT')) throw err;
   }
 }
-
-/** glibc's makedev(): the st_rdev of a node with this major and minor. */
-export function makedev(major: number, minor: number): number {
-  return ((major & 0xfff) << 8) + (minor & 0xff) + ((minor & ~0xff) << 12) + (major & ~0xfff) * 2 ** 32;
-}
