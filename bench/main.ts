@@ -49,11 +49,14 @@ function relaunchInVm(o: BenchOptions, argv: readonly string[]): number {
       `estimated ${Math.round(est / 60)} min, timeout ${Math.round(timeoutSec / 60)} min)`,
   );
   const script = relative(repoRoot, fileURLToPath(import.meta.url));
-  const r = spawnSync(
-    runInVm,
-    ['--scratch', `${scratchGiB}G`, '--mem', String(o.vmMemMiB), '--timeout', String(timeoutSec), '--', process.execPath, script, ...argv],
-    { cwd: repoRoot, stdio: 'inherit', env },
-  );
+  const args = ['--scratch', `${scratchGiB}G`, '--mem', String(o.vmMemMiB), '--timeout', String(timeoutSec), '--', process.execPath, script, ...argv];
+  let r = spawnSync(runInVm, args, { cwd: repoRoot, stdio: 'inherit', env });
+  // Exit 2 is the runner refusing before the guest boots; the shared runner's busybox
+  // check can fail spuriously (SIGPIPE under pipefail), so it gets two more tries.
+  for (let attempt = 2; attempt <= 3 && r.status === 2; attempt++) {
+    log(`bench: the VM runner refused to start (exit 2); trying again (${attempt}/3)`);
+    r = spawnSync(runInVm, args, { cwd: repoRoot, stdio: 'inherit', env });
+  }
   return r.status ?? 1;
 }
 

@@ -326,11 +326,19 @@ if (!unitOnly) {
     } else {
       banner(`e2e tests (VM: ${relative(root, kernel) || kernel})`);
       log(`runner: ${runner} --scratch ${scratch} --timeout ${vmTimeout}`);
-      const rc = await run(
-        runner,
-        ['--scratch', scratch, '--timeout', vmTimeout, '--', 'node', 'scripts/test.mjs', '--e2e-inner', ...argv],
-        { env: { ...process.env, UBLK_VM_KERNEL: kernel, UBLK_TEST_RUN_ID: runId } },
-      );
+      // Exit 2 without results means the runner refused before booting the guest. The
+      // shared runner's own busybox check (`busybox --list | grep -q` under pipefail) can
+      // fail now and then with SIGPIPE, so that is tried again twice before it counts.
+      let rc = 2;
+      const refused = () => rc === 2 && !existsSync(e2eInfoFile) && !existsSync(streamFile('e2e'));
+      for (let attempt = 1; attempt <= 3 && refused(); attempt++) {
+        if (attempt > 1) log(`runner refused to start (exit 2); trying again (${attempt}/3)`);
+        rc = await run(
+          runner,
+          ['--scratch', scratch, '--timeout', vmTimeout, '--', 'node', 'scripts/test.mjs', '--e2e-inner', ...argv],
+          { env: { ...process.env, UBLK_VM_KERNEL: kernel, UBLK_TEST_RUN_ID: runId } },
+        );
+      }
       where = 'in the VM';
       if (rc === 98 || rc === 97) {
         failure = `the VM did not run the tests (runner exit ${rc}: ${rc === 98 ? 'boot failure, panic or timeout' : 'could not enter the project directory'})`;
