@@ -8,6 +8,7 @@
         "native/device.cc",
         "native/errors.cc",
         "native/queue.cc",
+        "native/spin_clock.cc",
         "native/target_loop.cc",
         "native/target_null.cc",
         "native/ublk_control.cc",

@@ -14,6 +14,7 @@ export const DEFAULTS = {
   depth: 128,
   blockSize: 512 as BlockSize,
   maxIoBytes: 1 << 20,
+  pollUs: 500,
   scheduler: 'none' as Scheduler,
 };
 
@@ -45,6 +46,8 @@ export interface DeviceOptions {
   discard?: boolean;
   /** I/O scheduler for the disk; null leaves the kernel's choice. */
   scheduler?: Scheduler | null;
+  /** Microseconds a queue thread busy-polls for a backing completion before sleeping (0: never). */
+  pollUs?: number;
 }
 
 export interface CheckedOptions {
@@ -63,6 +66,7 @@ export interface CheckedOptions {
   maxIoBytes: number;
   discard: boolean;
   scheduler: Scheduler | null;
+  pollUs: number;
 }
 
 function integer(value: unknown, name: string, min: number, max: number): number {
@@ -95,6 +99,7 @@ export function checkOptions(o: DeviceOptions): CheckedOptions {
     maxIoBytes: integer(o.maxIoBytes ?? DEFAULTS.maxIoBytes, 'max I/O size', 4096, 1 << 24),
     discard: o.discard ?? true,
     scheduler: o.scheduler === undefined ? DEFAULTS.scheduler : o.scheduler,
+    pollUs: integer(o.pollUs ?? DEFAULTS.pollUs, 'poll time (µs)', 0, 1_000_000),
   };
   if (checked.maxIoBytes % 4096 !== 0) throw invalid(`max I/O size ${checked.maxIoBytes} is not a multiple of 4096`);
   if (target === 'loop') {

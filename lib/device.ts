@@ -232,6 +232,7 @@ export async function createDevice(options: DeviceOptions): Promise<Device> {
       maxIoBytes: o.maxIoBytes,
       flags: 0n,
       discard: o.discard,
+      pollUs: o.pollUs,
     });
     const device = new Device(dev, o);
     if (o.scheduler !== null) {

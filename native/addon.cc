@@ -282,7 +282,8 @@ Napi::Value createDevice(const Napi::CallbackInfo &cb) {
     return env.Undefined();
   }
   Napi::Object o = cb[0].As<Napi::Object>();
-  if (!requireNumbers(env, o, {"id", "fd", "offset", "size", "queues", "depth", "blockSize", "maxIoBytes", "flags"}))
+  if (!requireNumbers(env, o, {"id", "fd", "offset", "size", "queues", "depth", "blockSize", "maxIoBytes", "flags",
+                              "pollUs"}))
     return env.Undefined();
   DeviceSpec s;
   s.id = o.Get("id").As<Napi::Number>().Int32Value();
@@ -298,6 +299,7 @@ Napi::Value createDevice(const Napi::CallbackInfo &cb) {
   s.maxIoBytes = o.Get("maxIoBytes").As<Napi::Number>().Uint32Value();
   s.flags = u64(o, "flags");
   s.discard = o.Get("discard").ToBoolean();
+  s.pollUs = o.Get("pollUs").As<Napi::Number>().Uint32Value();
 
   const bool sane = (target == "loop" || target == "null") && (s.target == TargetKind::Null || fd >= 0) &&
                     s.queues >= 1 && s.depth >= 1 && s.depth <= UBLK_MAX_QUEUE_DEPTH &&

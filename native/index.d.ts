@@ -34,6 +34,8 @@ export interface NativeCreateOptions {
   flags: bigint;
   /** Advertise DISCARD and WRITE_ZEROES. */
   discard: boolean;
+  /** Microseconds a queue thread spins for a backing completion before it sleeps (0: never). */
+  pollUs: number;
 }
 
 /** GET_DEV_INFO, as the kernel reports it. */

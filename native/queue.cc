@@ -4,11 +4,13 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <string>
 
+#include "spin_clock.h"
 #include "target.h"
 #include "user_data.h"
 
@@ -25,6 +27,10 @@ constexpr unsigned kRingFlagChoices[] = {
     IORING_SETUP_COOP_TASKRUN,
     0,
 };
+
+// A queue with nothing in flight for this long gives its buffer pages back to the
+// system; they fault in again, zeroed, when requests return.
+constexpr long long kIdleReleaseNs = 2'000'000'000;
 
 size_t pageAlign(size_t n) {
   size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
@@ -135,6 +141,8 @@ std::optional<SysError> Queue::setup() {
   buffers_ = static_cast<char *>(b);
 
   slots_.resize(spec_.depth);
+  if (spec_.pollUs > 0) SpinClock::deadlineAfterUs(0);  // calibrates the clock before serving
+  pendingCommits_.reserve(spec_.depth);
   for (uint16_t tag = 0; tag < spec_.depth; tag++) slots_[tag].buf = buffers_ + size_t(tag) * spec_.maxIoBytes;
   return std::nullopt;
 }
@@ -185,7 +193,26 @@ void Queue::commit(uint16_t tag, int result) {
   } else if (ublksrv_get_op(&d) == UBLK_IO_OP_WRITE) {
     counters_.bytesWritten.fetch_add(unsigned(result), std::memory_order_relaxed);
   }
-  queueCommand(tag, UBLK_IO_COMMIT_AND_FETCH_REQ, result);
+  pendingCommits_.push_back({tag, result});
+}
+
+void Queue::queuePendingCommits() {
+  for (const PendingCommit &c : pendingCommits_) queueCommand(c.tag, UBLK_IO_COMMIT_AND_FETCH_REQ, c.result);
+  pendingCommits_.clear();
+}
+
+// Busy-polls for up to pollUs before the loop sleeps: each io_uring_enter(GETEVENTS)
+// runs the task work that delivers backing completions and new ublk requests, so an
+// event that arrives within pollUs costs no sleep and wake-up of the queue thread.
+// serve() only polls while the recent waits were shorter than pollUs, so a device
+// whose I/O is sparse or slow sleeps at once instead of spinning in vain.
+void Queue::pollForCompletion() {
+  const uint64_t deadline = SpinClock::deadlineAfterUs(spec_.pollUs);
+  do {
+    io_uring_submit_and_get_events(&ring_);
+    counters_.enters.fetch_add(1, std::memory_order_relaxed);
+    if (io_uring_cq_ready(&ring_) > 0) return;
+  } while (!SpinClock::passed(deadline));
 }
 
 // The hot loop: one io_uring_enter submits every commit and backing I/O queued since
@@ -193,10 +220,15 @@ void Queue::commit(uint16_t tag, int result) {
 // and the CQ is advanced once.
 void Queue::serve() {
   while (liveCommands_ > 0 || inflight_ > 0) {
-    int ret = io_uring_submit_and_wait(&ring_, 1);
-    counters_.enters.fetch_add(1, std::memory_order_relaxed);
-    if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
-      fprintf(stderr, "ubloop: queue %u: io_uring_enter: %s\n", qid_, strerror(-ret));
+    if (spec_.pollUs > 0 && io_uring_cq_ready(&ring_) == 0) {
+      const uint64_t waitStart = SpinClock::now();
+      if (gapUs_ < spec_.pollUs) pollForCompletion();
+      if (!waitForEvents()) return;
+      // A moving average (weight 1/8) of the wait, capped so one long idle spell
+      // is forgotten after a few quick events.
+      const uint32_t gap = std::min(SpinClock::usSince(waitStart), 4 * spec_.pollUs);
+      gapUs_ = gapUs_ - gapUs_ / 8 + gap / 8;
+    } else if (!waitForEvents()) {
       return;
     }
     unsigned head, seen = 0;
@@ -206,7 +238,38 @@ void Queue::serve() {
       seen++;
     }
     io_uring_cq_advance(&ring_, seen);
+    queuePendingCommits();
   }
+}
+
+// Submits what is queued and, unless completions are already waiting, sleeps until
+// one arrives. With every tag back with the kernel and nothing in flight, the sleep
+// is bounded: after kIdleReleaseNs without a request the buffers are released.
+bool Queue::waitForEvents() {
+  if (io_uring_cq_ready(&ring_) > 0 && io_uring_sq_ready(&ring_) == 0) return true;
+  const bool idle = inflight_ == 0 && io_uring_cq_ready(&ring_) == 0;
+  int ret;
+  // The bounded wait needs IORING_FEAT_EXT_ARG (5.11+), or liburing would queue a
+  // timeout SQE of its own.
+  if (idle && buffersUsed_ && (ring_.features & IORING_FEAT_EXT_ARG)) {
+    __kernel_timespec ts{kIdleReleaseNs / 1'000'000'000, kIdleReleaseNs % 1'000'000'000};
+    io_uring_cqe *cqe = nullptr;
+    const uint64_t start = SpinClock::now();
+    ret = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+    // A wait that also submitted returns the count, not -ETIME: the time tells.
+    if (io_uring_cq_ready(&ring_) == 0 && SpinClock::usSince(start) >= kIdleReleaseNs / 1000 * 9 / 10) {
+      madvise(buffers_, bufferBytes_, MADV_DONTNEED);
+      buffersUsed_ = false;
+    }
+  } else {
+    ret = io_uring_submit_and_wait(&ring_, io_uring_cq_ready(&ring_) > 0 ? 0 : 1);
+  }
+  counters_.enters.fetch_add(1, std::memory_order_relaxed);
+  if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY && ret != -ETIME) {
+    fprintf(stderr, "ubloop: queue %u: io_uring_enter: %s\n", qid_, strerror(-ret));
+    return false;
+  }
+  return true;
 }
 
 void Queue::handle(const io_uring_cqe &cqe) {
@@ -218,6 +281,7 @@ void Queue::handle(const io_uring_cqe &cqe) {
   }
   liveCommands_--;
   if (cqe.res == UBLK_IO_RES_OK) {
+    buffersUsed_ = true;
     slots_[tag].done = 0;
     target_.start(*this, tag);
   } else if (cqe.res != UBLK_IO_RES_ABORT) {

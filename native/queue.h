@@ -79,6 +79,9 @@ class Queue {
   void teardown();
   void reportReady(std::optional<SysError> err);
   void queueCommand(uint16_t tag, unsigned op, int result);
+  void queuePendingCommits();
+  void pollForCompletion();
+  bool waitForEvents();
 
   const DeviceSpec &spec_;
   const uint16_t qid_;
@@ -94,8 +97,17 @@ class Queue {
   char *buffers_ = nullptr;
   size_t bufferBytes_ = 0;
   std::vector<IoSlot> slots_;
+  // Commits made while handling one batch of CQEs; queued after that batch's backing
+  // I/O so the disk starts on new work before the kernel copies finished reads.
+  struct PendingCommit {
+    uint16_t tag;
+    int result;
+  };
+  std::vector<PendingCommit> pendingCommits_;
   unsigned liveCommands_ = 0;  // tags whose FETCH/COMMIT is with the kernel (or queued for it)
   unsigned inflight_ = 0;      // backing I/Os not yet completed
+  bool buffersUsed_ = false;   // a request has touched the buffers since they were last released
+  uint32_t gapUs_ = 0;         // moving average of how long the loop waits for its next event
 
   pthread_t thread_{};
   bool threadStarted_ = false;

@@ -22,6 +22,7 @@ t.test('a loop device over a file gets the documented defaults', async (t) => {
     maxIoBytes: 1 << 20,
     discard: true,
     scheduler: 'none',
+    pollUs: DEFAULTS.pollUs,
   });
   t.equal(DEFAULTS.scheduler, 'none', 'ubloop picks no scheduler by default, not mq-deadline');
 });
@@ -40,6 +41,7 @@ t.test('options a user sets are kept', async (t) => {
     maxIoBytes: 512 * 1024,
     discard: false,
     scheduler: null,
+    pollUs: 0,
   });
   t.match(o, {
     offset: 4096,
@@ -52,6 +54,7 @@ t.test('options a user sets are kept', async (t) => {
     id: 7,
     maxIoBytes: 512 * 1024,
     discard: false,
+    pollUs: 0,
   });
   t.equal(o.scheduler, null, 'null keeps the kernel default scheduler');
   t.equal(checkOptions({ fd: 5 }).fd, 5, 'an open descriptor instead of a file');
@@ -77,6 +80,9 @@ t.test('queues, depth and id are range-checked with the bad value in the message
   t.throws(() => checkOptions({ file: 'f', offset: -512 }), einval(/offset .* got -512/));
   t.throws(() => checkOptions({ file: 'f', sizeLimit: -1 }), einval(/size limit .* got -1/));
   t.throws(() => checkOptions({ file: 'f', offset: Number.NaN }), einval(/offset .* got NaN/));
+  t.throws(() => checkOptions({ file: 'f', pollUs: -1 }), einval(/poll time \(µs\) must be an integer from 0 to 1000000, got -1/));
+  t.throws(() => checkOptions({ file: 'f', pollUs: 2_000_000 }), einval(/poll time .* got 2000000/));
+  t.throws(() => checkOptions({ file: 'f', pollUs: 1.5 }), einval(/poll time .* got 1.5/));
 });
 
 t.test('max I/O size must be whole 4 KiB pages', async (t) => {

@@ -2,7 +2,7 @@
 // until SIGINT/SIGTERM, then stop and delete the device.
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import type { Device } from '../../device.js';
-import type { DeviceOptions, Scheduler } from '../../device-options.js';
+import { DEFAULTS, type DeviceOptions, type Scheduler } from '../../device-options.js';
 
 interface ServeArgs {
   image: string | undefined;
@@ -19,6 +19,7 @@ interface ServeArgs {
   scheduler: string;
   id: number | undefined;
   discard: boolean;
+  pollUs: number;
   json: boolean;
 }
 
@@ -40,6 +41,11 @@ function withServeOptions(y: Argv): Argv<ServeArgs> {
     .option('scheduler', { type: 'string', choices: SCHEDULERS, default: 'none', describe: 'I/O scheduler ("kernel": leave the default)' })
     .option('id', { type: 'number', describe: 'ublk device id to ask for (default: any free one)' })
     .option('discard', { type: 'boolean', default: true, describe: 'support discard and write-zeroes (--no-discard to turn off)' })
+    .option('poll-us', {
+      type: 'number',
+      default: DEFAULTS.pollUs,
+      describe: 'a queue thread busy-polls up to this many µs for its next event before sleeping, while recent waits were shorter (0: never poll)',
+    })
     .option('json', { type: 'boolean', default: false, describe: 'print the device info as one JSON line' })
     .example('$0 serve disk.img', 'serve disk.img as /dev/ublkbN until Ctrl-C')
     .example('$0 serve --target null --size 1G', 'a 1 GiB device that reads zeros and drops writes') as unknown as Argv<ServeArgs>;
@@ -57,6 +63,7 @@ async function toOptions(args: ServeArgs): Promise<DeviceOptions> {
     maxIoBytes: parseSize(args.maxIo, 'max I/O size'),
     scheduler,
     discard: args.discard,
+    pollUs: args.pollUs,
     ...(args.id === undefined ? {} : { id: args.id }),
   };
   if (args.target === 'null') {
