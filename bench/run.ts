@@ -1,6 +1,7 @@
 // The benchmark proper, on a machine with ublk: one pre-filled image, every device over
 // it, fio jobs interleaved across devices, repeat after repeat.
 import { execFileSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
 import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { JOBS, fioArgs, parseFio, runFio, type JobSpec } from './fio.js';
@@ -221,7 +222,7 @@ export async function runBench(o: BenchOptions, repoRoot: string, command: strin
   }
   if (o.memory || o.memoryOnly) {
     log(`bench: memory (1 and ${o.memoryDevices} devices)`);
-    result.memory = await measureMemory(repoRoot, o.memoryDevices);
+    result.memory = await measureMemory(repoRoot, o.imageDir ?? tmpdir(), o.memoryDevices);
   }
   meta.finishedAt = new Date().toISOString();
   meta.loadavg.guestEnd = loadAverage();

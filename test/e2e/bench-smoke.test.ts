@@ -76,8 +76,12 @@ t.test('bench --smoke measures every device and job and writes JSON, Markdown an
   t.match(svg, /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/, 'chart.svg is an SVG document');
   t.equal((svg.match(/<rect [^>]*><title>/g) ?? []).length, JOB_NAMES.length * (DEVICES.length - 1), 'one bar per job and ubloop device');
 
-  t.equal(result.memory.length, 6, 'memory: CLI, 1 and 4 devices, each idle and after I/O');
+  t.equal(result.memory.length, 9, 'memory: serve, daemon with 1 and with 4 attached, each idle, after I/O and after the idle release');
   for (const m of result.memory) t.ok(m.rssBytes > 1 << 20 && m.hwmBytes >= m.rssBytes * 0.99, `${m.what}: RSS ${(m.rssBytes / 2 ** 20).toFixed(1)} MiB`);
+  // The daemon with 4 devices: writes fault in buffer pages; idle queues give them back.
+  const [idle, busy, released] = result.memory.slice(6).map((m) => m.rssBytes / 2 ** 20) as [number, number, number];
+  t.ok(busy - idle > 8, `writes grew the daemon's RSS (${idle.toFixed(1)} -> ${busy.toFixed(1)} MiB)`);
+  t.ok(busy - released > (busy - idle) / 2, `idle queues released their buffers (${busy.toFixed(1)} -> ${released.toFixed(1)} MiB)`);
 
   // Nothing is left behind: every device of the run is gone.
   for (const d of result.devices) {
