@@ -46,7 +46,24 @@ function createImage(path: string, bytes: number): void {
   ]);
 }
 
+/**
+ * Writes back and drops the page cache before every fio run, so that each device starts
+ * with the image out of the cache: otherwise the buffered device's reads leave pages
+ * that the next device finds (O_DIRECT writes on a cached range cannot be issued
+ * without blocking, so io_uring hands them to its workers, while kernel loop's worker
+ * simply waits), and every run would depend on which device ran before it.
+ */
+function dropPageCache(): void {
+  try {
+    execFileSync('sync');
+    writeFileSync('/proc/sys/vm/drop_caches', '1\n');
+  } catch (err) {
+    log(`bench: could not drop the page cache: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
+
 async function measure(server: Server, job: JobSpec, repeat: number, o: BenchOptions, dir: string): Promise<RunRecord> {
+  dropPageCache();
   const perfName = `${job.name}-${server.label.replace(/\s+/g, '-')}-r${repeat}`;
   const perf = o.perf ? startPerf(join(dir, 'perf', `${perfName}.data`), join(dir, 'perf', `${perfName}.txt`)) : null;
   const statsBefore = await server.stats();
