@@ -3,7 +3,7 @@
 // after restarting the server verifies the same data again, from the image.
 import t, { type Test } from 'tap';
 import { join } from 'node:path';
-import { MiB, fio, ioEngine, serve, sparseImage, waitGone, workDir, type FioJob } from '../helpers/e2e.js';
+import { MiB, fio, ioEngine, serve, sleep, sparseImage, waitGone, workDir, type FioJob } from '../helpers/e2e.js';
 
 const DEVICE = 64 * MiB;
 const WRITE = 24 * MiB; // per run; sized for a 2-core TCG guest
@@ -55,6 +55,12 @@ for (const directIo of [true, false]) {
         t.ok(job.read.io_bytes >= WRITE, `read back ${job.read.io_bytes} bytes to verify`);
       }
       t.comment(`${label}: ${engine} write+verify of ${WRITE / MiB} MiB took ${Date.now() - started} ms`);
+      if (queues === 1 && directIo) {
+        // After 2 s idle the queue releases its buffers; reads through the re-faulted
+        // buffers must still return the data.
+        await sleep(3000);
+        checkJob(t, 'verify after the idle buffer release', fio(verifyArgs(s.info.path, engine, ['--verify_only'])));
+      }
       const st = await s.stats();
       t.equal(st.errors, 0, 'the server counted no I/O errors');
       if (queues > 1) {
@@ -64,8 +70,9 @@ for (const directIo of [true, false]) {
       t.same(await waitGone(s.info.id), [], 'device removed');
 
       if (queues === 2) {
-        // The data outlives the server: serve the image again and verify only.
-        const again = await serve(t, args);
+        // The data outlives the server: serve the image again and verify only, this
+        // time with a queue thread that never busy-polls (the other path of its loop).
+        const again = await serve(t, [...args, '--poll-us', '0']);
         checkJob(t, 'verify after restart', fio(verifyArgs(again.info.path, engine, ['--verify_only'])));
         t.equal((await again.stop()).code, 0, 'second serve exits 0');
         t.same(await waitGone(again.info.id), [], 'device removed again');
