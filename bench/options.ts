@@ -49,9 +49,9 @@ export const USAGE = `usage: npm run bench -- [options]
   --image-size MiB        image size (default 1024)
   --image-dir DIR         where the image goes (default $UBLK_VM_SCRATCH; must support O_DIRECT)
   --out DIR               result directory (default bench/results/<timestamp>)
-  --memory                measure memory only (1 and 64 devices), no fio runs
+  --memory                measure memory only (serve, daemon with 1 and 64 attached), no fio runs
   --no-memory             skip the memory measurement after the fio runs
-  --memory-devices N      devices in one process for the memory figure (default 64)
+  --memory-devices N      images attached to the daemon for the memory figure (default 64)
   --ubloop-args "ARGS"    extra arguments for every \`ubloop serve\` (e.g. "--depth 64")
  --variant NAME=ARGS     also measure ubloop-direct with these serve arguments, labelled
                           ubloop-direct+NAME (repeatable), e.g. --variant "maxio512k=--max-io 512K"

@@ -64,7 +64,10 @@ t.test('bench --smoke measures every device and job and writes JSON, Markdown an
     const s = rec.server;
     t.ok(s && s.ops !== null && s.ops >= rec.fio.totalIos, `${what}: server counted ${s?.ops} requests`);
     t.ok(s && s.cpuSec > 0, `${what}: server CPU time measured`);
-    t.ok(rec.perIo.serverEnters !== null && rec.perIo.serverEnters > 0 && rec.perIo.serverEnters < 4, `${what}: ${rec.perIo.serverEnters} io_uring_enter per I/O`);
+    // Busy-polling makes many enters per I/O at low depth, but no thread makes 10 million
+    // system calls a second: more would be a counter in the wrong unit.
+    const enters = rec.perIo.serverEnters;
+    t.ok(enters !== null && enters > 0 && enters * rec.fio.iops < 1e7, `${what}: ${enters?.toFixed(2)} io_uring_enter per I/O`);
     t.ok(rec.perIo.serverCtx !== null && rec.perIo.serverCtx >= 0, `${what}: context switches per I/O measured`);
   }
 
