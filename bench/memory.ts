@@ -71,6 +71,9 @@ async function touch(paths: string[]): Promise<void> {
   await runFio(args, 600_000);
 }
 
+/** How long a queue waits with nothing in flight before releasing its buffers (kIdleReleaseNs in native/queue.cc). */
+const IDLE_RELEASE_MS = 2000;
+
 /** Snapshots of one serving process: idle, after the writes, and after the idle release. */
 async function snapshots(pid: number, paths: string[], what: string, devices: number, note: string): Promise<MemoryRecord[]> {
   await sleep(1000);
@@ -87,7 +90,6 @@ async function snapshots(pid: number, paths: string[], what: string, devices: nu
   ];
 }
 
-const IDLE_RELEASE_MS = 2000;
 
 async function measureServe(repoRoot: string): Promise<MemoryRecord[]> {
   const r = await startServing([`${repoRoot}/bin/ubloop.js`, 'serve', '--target', 'null', '--size', '64M', '--json']);

@@ -46,7 +46,7 @@ export interface DeviceOptions {
   discard?: boolean;
   /** I/O scheduler for the disk; null leaves the kernel's choice. */
   scheduler?: Scheduler | null;
-  /** Microseconds a queue thread busy-polls for a backing completion before sleeping (0: never). */
+  /** Microseconds a queue thread busy-polls for its next event (a completion or a request) before sleeping, while its recent waits were shorter (0: never). */
   pollUs?: number;
 }
 

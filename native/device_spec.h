@@ -22,7 +22,7 @@ struct DeviceSpec {
   uint32_t maxIoBytes = 1u << 20;
   uint64_t flags = 0;          // UBLK_F_* asked for on top of what ubloop sets itself
   bool discard = true;         // advertise DISCARD / WRITE_ZEROES
-  uint32_t pollUs = 0;         // spin this long for a backing completion before sleeping
+  uint32_t pollUs = 0;         // spin up to this long for the queue's next event before sleeping
 };
 
 }  // namespace ubloop

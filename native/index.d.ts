@@ -34,7 +34,7 @@ export interface NativeCreateOptions {
   flags: bigint;
   /** Advertise DISCARD and WRITE_ZEROES. */
   discard: boolean;
-  /** Microseconds a queue thread spins for a backing completion before it sleeps (0: never). */
+  /** Microseconds a queue thread spins for its next event (a completion or a request) before it sleeps (0: never). */
   pollUs: number;
 }
 

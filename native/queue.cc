@@ -141,7 +141,7 @@ std::optional<SysError> Queue::setup() {
   buffers_ = static_cast<char *>(b);
 
   slots_.resize(spec_.depth);
-  if (spec_.pollUs > 0) SpinClock::deadlineAfterUs(0);  // calibrates the clock before serving
+  SpinClock::calibrate();  // polling and the idle release time with it; measure before serving
   pendingCommits_.reserve(spec_.depth);
   for (uint16_t tag = 0; tag < spec_.depth; tag++) slots_[tag].buf = buffers_ + size_t(tag) * spec_.maxIoBytes;
   return std::nullopt;
