@@ -47,7 +47,9 @@ t.test('requests are answered in order, ids echoed, descriptors closed after use
   const { m, conn, replies } = setup({ kind: 'instance', name: 'a' });
   await m.create({ name: 'a' });
   const fd = openSync(image, 'r+');
-  conn.data(Buffer.from('{"op":"bind","id":1}\n{"op":"list","id":2}\n{"op":"nope","id":3}\n'), [fd]);
+  // one chunk per descriptor-carrying write, as recvmsg delivers them
+  conn.data(Buffer.from('{"op":"bind","id":1}\n'), [fd]);
+  conn.data(Buffer.from('{"op":"list","id":2}\n{"op":"nope","id":3}\n'));
   const [bind, list, nope] = await replies(3);
   t.match(bind, { ok: true, id: 1, device: { index: 0, state: 'bound', backing: { path: image } } });
   t.match(list, { ok: true, id: 2, devices: [{ index: 0 }] });
@@ -61,7 +63,8 @@ t.test('descriptors of bad or overlong requests are closed too', async (t) => {
   const dirFd = openSync(dir, 'r');
   const fd2 = openSync(image, 'r');
   conn.data(Buffer.from('{"op":"bind"}\n'), [dirFd]);
-  conn.data(Buffer.from(`{"op":"bind","x":"${'a'.repeat(70_000)}"}\n{"op":"ping"}\n`), [fd2]);
+  conn.data(Buffer.from(`{"op":"bind","x":"${'a'.repeat(70_000)}"}\n`), [fd2]);
+  conn.data(Buffer.from('{"op":"ping"}\n'));
   const [dirReply, huge, ping] = await replies(3);
   t.match(dirReply, { error: { code: 'EISDIR', message: /is a directory/ } });
   t.match(huge, { error: { code: 'EMSGSIZE' } });

@@ -70,7 +70,8 @@ t.test('errorBody carries code, errno and message', async (t) => {
 t.test('LineReader splits lines and gives each its descriptors', async (t) => {
   const lines: { text: string; fds: number[] }[] = [];
   const r = new LineReader({ line: (l) => lines.push(l), overlong: () => t.fail('no overlong'), drop: () => t.fail('no drop') });
-  r.push(Buffer.from('{"a":1}\n{"b"'), [5]);
+  r.push(Buffer.from('{"a":1}\n'), [5]);
+  r.push(Buffer.from('{"b"'), []);
   r.push(Buffer.from(':2}\n\n'), []);
   r.push(Buffer.from('{"c":3}\n'), [6, 7]);
   t.same(lines, [
