@@ -2,10 +2,12 @@
 import { readdirSync, statSync } from 'node:fs';
 
 /**
- * True when a process other than exceptPid has a descriptor on the block or char
- * device whose st_rdev is rdev.
+ * True when a process other than exceptPid has a descriptor on a block or char device
+ * whose st_rdev is rdev (or one of the set, e.g. a disk and its partitions).
  */
-export function someProcessHasOpen(kind: 'block' | 'char', rdev: bigint, exceptPid = -1): boolean {
+export function someProcessHasOpen(kind: 'block' | 'char', rdev: bigint | ReadonlySet<bigint>, exceptPid = -1): boolean {
+  const wanted: ReadonlySet<bigint> = typeof rdev === 'bigint' ? new Set([rdev]) : rdev;
+  if (wanted.size === 0) return false;
   let pids: string[];
   try {
     pids = readdirSync('/proc').filter((p) => /^\d+$/.test(p) && Number(p) !== exceptPid);
@@ -23,7 +25,7 @@ export function someProcessHasOpen(kind: 'block' | 'char', rdev: bigint, exceptP
       try {
         const st = statSync(`/proc/${pid}/fd/${fd}`, { bigint: true });
         const isKind = kind === 'block' ? st.isBlockDevice() : st.isCharacterDevice();
-        if (isKind && st.rdev === rdev) return true;
+        if (isKind && wanted.has(st.rdev)) return true;
       } catch {
         // closed meanwhile
       }

@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { createDevice } from '../device.js';
 import type { BoundDevice, DeviceFactory } from '../instance/device-factory.js';
-import { ublkDiskBusy } from './busy.js';
+import { ublkDiskBusy, ublkDiskClaimed } from './busy.js';
 
 function diskNumbers(id: number): { major: number; minor: number } {
   const text = readFileSync(`/sys/block/ublkb${id}/dev`, 'utf8').trim();
@@ -38,7 +38,8 @@ export const ublkFactory: DeviceFactory = async (spec) => {
     major: numbers.major,
     minor: numbers.minor,
     size,
-    isBusy: () => ublkDiskBusy(device.id, numbers.major, numbers.minor),
+    // the looks first; the exclusive-open probe only when asked for, and last
+    isBusy: (check) => ublkDiskBusy(device.id, numbers.major, numbers.minor) || (check?.exclusive === true && ublkDiskClaimed(device.id)),
     stop: () => device.stop(),
   };
   return bound;

@@ -2,6 +2,16 @@
 // manager runs on the host with a fake and in the daemon with real ublk devices.
 import type { BindOptions } from '../protocol/device-requests.js';
 
+export interface BusyCheck {
+  /**
+   * After the other checks found nothing, also open the device exclusively (O_EXCL): that
+   * sees in-kernel claims the others cannot (e.g. a lazily unmounted filesystem still
+   * alive), but while it holds the device a user's mount of it fails with EBUSY. Only for
+   * the final confirmation right before a teardown, never on every sweep.
+   */
+  exclusive?: boolean;
+}
+
 export interface BoundDevice {
   /** ublk device id (N of /dev/ublkbN). */
   readonly ublkId: number;
@@ -11,8 +21,12 @@ export interface BoundDevice {
   readonly minor: number;
   /** Device size in bytes. */
   readonly size: number;
-  /** Opened, mounted or held by anyone (so it must not be torn down now). */
-  isBusy(): boolean;
+  /**
+   * Opened, mounted or held by anyone (so it must not be torn down now). Without options
+   * it only looks (holders, mounts in every namespace, swap, open descriptors) and never
+   * gets in anyone's way; see BusyCheck.exclusive for the final probe.
+   */
+  isBusy(check?: BusyCheck): boolean;
   /** Stops and deletes the device; idempotent. */
   stop(): Promise<void>;
 }

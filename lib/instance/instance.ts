@@ -31,6 +31,12 @@ export interface Binding {
   detachPending: boolean;
   /** Since when the device has been seen idle (for the autoclear grace), or null. */
   idleSince: number | null;
+  /**
+   * The final exclusive-open probe found it claimed although the looks saw it idle (e.g.
+   * a lazily unmounted filesystem): probe again only after another grace time, even
+   * for a pending detach, rather than on every sweep.
+   */
+  claimed: boolean;
 }
 
 interface Slot {
@@ -260,6 +266,7 @@ export class Instance {
       clientGone: false,
       detachPending: false,
       idleSince: null,
+      claimed: false,
     };
     try {
       await this.#ctx.hooks.bound(this, slot.index, device);
@@ -284,8 +291,17 @@ export class Instance {
     if (index < 0 || !slot) throw new UbloopError('ENODEV', `loop${index} does not exist in instance ${this.name}`);
     if (slot.state === 'unbound') throw new UbloopError('ENXIO', `loop${index} is not bound`);
     if (slot.state !== 'bound' || !slot.binding) throw new UbloopError('EBUSY', `loop${index} is ${slot.state}`);
-    if (slot.binding.device.isBusy()) {
-      slot.binding.detachPending = true;
+    const b = slot.binding;
+    // A user's explicit detach: the looks, then the exclusive-open probe as the last
+    // word right before the teardown (see sweep for why last).
+    if (b.device.isBusy()) {
+      b.detachPending = true;
+      return { deferred: true };
+    }
+    if (b.device.isBusy({ exclusive: true })) {
+      b.detachPending = true;
+      b.claimed = true;
+      b.idleSince = this.#ctx.now();
       return { deferred: true };
     }
     await this.#teardown(slot, true);
@@ -332,8 +348,17 @@ export class Instance {
   }
 
   /**
-   * Unbinds devices that are due: autoclear ones whose client has gone, and lazily
-   * detached ones, once they have been idle for graceMs.
+   * Unbinds devices that are due: autoclear ones whose client has gone once they have
+   * been idle for graceMs, and lazily detached ones once they are idle.
+   *
+   * Every sweep only looks (isBusy(): holders, mounts in every namespace, swap, open
+   * descriptors), which never gets in a user's way. The exclusive-open probe
+   * (isBusy({ exclusive: true })) runs only for a slot that is due, as the final
+   * confirmation right before its teardown, and last: while it holds the device a
+   * user's mount of it fails with EBUSY (issue 8), but at that moment the device is
+   * about to go, so a mount racing with it would lose to the detach anyway. It is still
+   * worth doing, because it sees claims the looks cannot (a lazily unmounted filesystem
+   * still alive). If it says busy, the slot stays and its idle clock restarts.
    */
   async sweep(graceMs: number): Promise<number[]> {
     const now = this.#ctx.now();
@@ -345,13 +370,27 @@ export class Instance {
       if (!wanted) continue;
       if (b.device.isBusy()) {
         b.idleSince = null;
+        b.claimed = false;
         continue;
       }
       b.idleSince ??= now;
-      if (b.detachPending || now - b.idleSince >= graceMs) due.push(slot);
+      const waited = now - b.idleSince >= graceMs;
+      if (waited || (b.detachPending && !b.claimed)) due.push(slot); // else within the grace time: no probe
     }
-    for (const slot of due) await this.#teardown(slot, true);
-    return due.map((s) => s.index);
+    const gone: number[] = [];
+    for (const slot of due) {
+      const b = slot.binding;
+      if (slot.state !== 'bound' || !b) continue; // changed while an earlier one was torn down
+      // the final probe right before this slot's own teardown, not before all of them
+      if (b.device.isBusy({ exclusive: true })) {
+        b.idleSince = this.#ctx.now();
+        b.claimed = true;
+        continue;
+      }
+      await this.#teardown(slot, true);
+      gone.push(slot.index);
+    }
+    return gone;
   }
 
   // ---------------------------------------------------------------- views

@@ -1,15 +1,21 @@
 import t from 'tap';
-import { InstanceManager, LOOP_CTL_ADD, LOOP_CTL_GET_FREE, LOOP_CTL_REMOVE, type BoundDevice, type BindSpec, type Caller } from '../../lib/instance/index.js';
+import { InstanceManager, LOOP_CTL_ADD, LOOP_CTL_GET_FREE, LOOP_CTL_REMOVE, type BoundDevice, type BindSpec, type BusyCheck, type Caller } from '../../lib/instance/index.js';
 import type { BindOptions } from '../../lib/protocol/index.js';
 
 const OPTS: BindOptions = { offset: 0, sizeLimit: 0, readOnly: false, directIo: false, blockSize: 512, queues: 1, depth: 64, autoclear: false };
 const BACKING = { path: '/img', dev: 1, ino: 2 };
 
-/** A fake ublk device factory: counts live devices, can be made slow, busy or failing. */
+/**
+ * A fake ublk device factory: counts live devices, can be made slow, busy or failing.
+ * `busy`: the looks see it in use; `claimed`: only the exclusive-open probe does.
+ */
 class FakeUblk {
   live = new Set<number>();
   next = 0;
   busy = new Set<number>();
+  claimed = new Set<number>();
+  /** Device ids, one per exclusive-open probe. */
+  probes: number[] = [];
   delayMs = 0;
   failNext: Error | null = null;
   factory = async (spec: BindSpec): Promise<BoundDevice> => {
@@ -23,9 +29,16 @@ class FakeUblk {
     this.live.add(id);
     const live = this.live;
     const busy = this.busy;
+    const claimed = this.claimed;
+    const probes = this.probes;
     return {
       ublkId: id, path: `/dev/ublkb${id}`, major: 259, minor: id, size: 4096 * (spec.fd + 1),
-      isBusy: () => busy.has(id),
+      isBusy: (check?: BusyCheck) => {
+        if (busy.has(id)) return true;
+        if (!check?.exclusive) return false;
+        probes.push(id);
+        return claimed.has(id);
+      },
       stop: async () => { live.delete(id); },
     };
   };
@@ -215,6 +228,54 @@ t.test('a busy device is detached lazily; autoclear waits for the client and the
   t.same(await m.sweep(1000), [], 'idle, but within the grace time');
   now += 1000;
   t.same(await m.sweep(1000), [{ instance: 'a', index: 0 }]);
+  t.equal(fake.live.size, 0);
+});
+
+t.test('the sweep probes exclusively only once a device is due, and keeps it if claimed (issue 8)', async (t) => {
+  let now = 0;
+  const { m, fake } = setup({ now: () => now });
+  const a = await m.create({ name: 'a' });
+  const c = caller(1);
+  await a.bind({ fd: 0, backing: BACKING, options: { ...OPTS, autoclear: true }, caller: c });
+  m.clientGone('conn:1');
+  for (; now < 1000; now += 100) t.same(await m.sweep(1000), [], `idle for ${now} ms: within the grace time`);
+  t.same(fake.probes, [], 'no exclusive probe during the grace period');
+  fake.busy.add(0);
+  now += 100;
+  t.same(await m.sweep(1000), [], 'seen in use by the looks: the idle clock stops');
+  fake.busy.delete(0);
+  for (const step of [0, 500, 499]) {
+    now += step;
+    t.same(await m.sweep(1000), [], 'idle again, within a new grace time');
+  }
+  t.same(fake.probes, [], 'still no exclusive probe');
+
+  // due, but the final probe finds it claimed (a lazily unmounted filesystem): kept, clock restarts
+  now += 1;
+  fake.claimed.add(0);
+  t.same(await m.sweep(1000), [], 'claimed: kept');
+  t.same(fake.probes, [0], 'one exclusive probe once due');
+  t.equal(fake.live.size, 1);
+  now += 500;
+  t.same(await m.sweep(1000), [], 'within the restarted grace time');
+  t.same(fake.probes, [0], 'no probe while the restarted clock runs');
+  now += 500;
+  fake.claimed.delete(0);
+  t.same(await m.sweep(1000), [{ instance: 'a', index: 0 }], 'due again and released: torn down');
+  t.same(fake.probes, [0, 0], 'one more probe, right before the teardown');
+  t.equal(fake.live.size, 0);
+
+  // a user's detach uses the probe too; a claimed device is detached lazily, with the grace time
+  await a.bind({ index: 0, fd: 0, backing: BACKING, options: OPTS, caller: c });
+  fake.claimed.add(1);
+  t.same(await a.unbind(0), { deferred: true }, 'claimed: the detach is deferred');
+  t.same(fake.probes, [0, 0, 1]);
+  fake.claimed.delete(1);
+  t.same(await m.sweep(1000), [], 'claimed at the detach: not probed again at once');
+  t.same(fake.probes, [0, 0, 1]);
+  now += 1000;
+  t.same(await m.sweep(1000), [{ instance: 'a', index: 0 }], 'after the grace time: probed and detached');
+  t.same(fake.probes, [0, 0, 1, 1]);
   t.equal(fake.live.size, 0);
 });
 
