@@ -7,6 +7,7 @@ interface DaemonArgs {
   state: string;
   root: string;
   autoclearGrace: number;
+  sweepInterval?: number;
   exitCode?: number;
 }
 
@@ -16,6 +17,10 @@ function withDaemonOptions(y: Argv): Argv<DaemonArgs> {
     .option('state', { type: 'string', default: '/var/lib/ubloop/state.json', describe: 'state file (instances, limits, bindings)' })
     .option('root', { type: 'string', default: '/run/ubloop', describe: 'directory holding instances/NAME/' })
     .option('autoclear-grace', { type: 'number', default: 5000, describe: 'ms an autoclear device must sit unused after its client left' })
+    .option('sweep-interval', {
+      type: 'number',
+      describe: 'ms between autoclear / lazy-detach checks (default: the grace time, within 100..1000)',
+    })
     .example('$0 daemon', 'run in the foreground (see contrib/ubloop.service)') as unknown as Argv<DaemonArgs>;
 }
 
@@ -26,12 +31,15 @@ async function handler(args: ArgumentsCamelCase<DaemonArgs>): Promise<void> {
   if (!Number.isInteger(args.autoclearGrace) || args.autoclearGrace < 0) {
     throw invalid(`--autoclear-grace must be a whole number of milliseconds, got ${args.autoclearGrace}`);
   }
+  if (args.sweepInterval !== undefined && (!Number.isInteger(args.sweepInterval) || args.sweepInterval < 10)) {
+    throw invalid(`--sweep-interval must be a whole number of milliseconds, at least 10, got ${args.sweepInterval}`);
+  }
   const daemon = new Daemon({
     socket: args.socket,
     state: args.state,
     root: args.root,
     autoclearGraceMs: args.autoclearGrace,
-    sweepMs: Math.max(100, Math.min(1000, args.autoclearGrace)),
+    sweepMs: args.sweepInterval ?? Math.max(100, Math.min(1000, args.autoclearGrace)),
     factory: ublkFactory,
   });
   await daemon.start();
