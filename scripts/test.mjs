@@ -1,19 +1,39 @@
 #!/usr/bin/env node
 // `npm test`: build, run the unit tests on this machine, then the end-to-end suite on
-// a kernel that really has ublk — this one if it has /dev/ublk-control (and we are
-// root), otherwise a QEMU guest booted from a test kernel. Ends with one line
-// "N passed, N failed" (unit + e2e) that CI reads, and exits non-zero on any failure.
+// kernels that really have ublk: this one if it has /dev/ublk-control (and we are
+// root), once; otherwise QEMU guests booted from the two test kernels, Linux 7.3 (the
+// current one) and Linux 6.1 (the floor), each running every e2e file. Ends with one
+// line "N passed, N failed" (unit + every kernel) that CI reads, and exits non-zero on
+// any failure.
 //
-//   node scripts/test.mjs [--unit-only | --e2e-only] [--vm] [FILE...]
+//   node scripts/test.mjs [--unit-only | --e2e-only] [--vm] [--kernel 6.1|7.3|all]
+//                         [--vm-jobs 1|2] [FILE...]
 //
 //   --unit-only   run only the host unit tests (the only way to skip e2e on purpose)
 //   --e2e-only    run only the e2e suite
 //   --vm          run e2e in the VM even when this kernel has ublk
+//   --kernel K    which test kernels the VM boots: 6.1, 7.3, all (default; also
+//                 6.1,7.3) — or $UBLK_TEST_KERNELS. Ignored on a ublk host (no VM).
+//   --vm-jobs N   guests at once: 2 = both kernels at once (default; each prints its
+//                 lines prefixed with its kernel and keeps its console log under
+//                 .tap/ubloop-runs/), 1 = one kernel after the other
 //   FILE...       e2e test files to run instead of the whole of test/e2e
 //
-// Environment: UBLK_VM_KERNEL (bzImage; default ../shared/vm/bzImage), UBLK_VM_RUNNER
-// (default ../shared/vm/run-in-vm), UBLK_VM_TIMEOUT (seconds for the whole guest run,
-// default 2700), UBLK_VM_SCRATCH_SIZE (default 4G), CI=true (missing kernel = failure).
+// A kernel-specific e2e file says so with one comment line, read by the harness on the
+// kernel the suite runs on (the real release, so it works for any kernel):
+//   // ubloop-e2e-kernels: >=6.5 -- needs GET_FEATURES, which Linux 6.5 added
+// Terms before " -- " are ANDed: >=X.Y, >X.Y, <=X.Y, <X.Y, =X.Y or X.Y (that series);
+// the reason after it is required. On a kernel outside the range the file is not run
+// and shows as skipped (never as passed), with the reason, in the summary.
+//
+// Environment: UBLK_TEST_KERNELS (like --kernel), UBLK_VM_KERNEL (one custom bzImage
+// instead of the test kernels), UBLK_VM_DIR (where bzImage and bzImage-7.3 are; default
+// ../shared/vm), UBLK_VM_RUNNER (default ../shared/vm/run-in-vm), UBLK_VM_JOBS (like
+// --vm-jobs), UBLK_VM_CPUS (vCPUs per guest; the runner's default, 2, when unset),
+// UBLK_E2E_FILE_TIMEOUT (seconds for one e2e file; default 420, 600 with two guests),
+// UBLK_VM_TIMEOUT (seconds for one guest run, default 2700), UBLK_E2E_BUDGET (seconds
+// for all guest runs together, default 4500: a later guest gets what is left, so CI's
+// 90 minutes hold), UBLK_VM_SCRATCH_SIZE (default 4G), CI=true (missing kernel = failure).
 import { spawn, spawnSync } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, accessSync, constants } from 'node:fs';
 import { constants as osConstants, release } from 'node:os';
@@ -27,9 +47,18 @@ const tapBin = join(root, 'node_modules', '.bin', 'tap');
 // every tap run in this tree, so a concurrent run could overwrite it).
 const runId = process.env.UBLK_TEST_RUN_ID ?? `${Date.now()}-${process.pid}`;
 const runDir = join(root, '.tap', 'ubloop-runs');
+// One stream and one result file per kernel (tag: 7.3, 6.1, custom or host), so two
+// guests running at once never write the same file.
 const streamFile = (kind) => join(runDir, `${runId}-${kind}.tap`);
-const e2eInfoFile = join(runDir, `${runId}-e2e.json`);
-const E2E_FILE_TIMEOUT_S = 420;
+const e2eInfoFile = (tag) => join(runDir, `${runId}-e2e-${tag}.json`);
+const vmLogFile = (tag) => join(runDir, `${runId}-vm-${tag}.log`);
+// tap's limit for one e2e file; longer while two guests share the CPUs (the harness
+// passes it into the guest as UBLK_E2E_FILE_TIMEOUT).
+const E2E_FILE_TIMEOUT_S = Number(process.env.UBLK_E2E_FILE_TIMEOUT ?? 420);
+// The test kernels beside the VM runner: label -> bzImage file name. Newest first.
+const TEST_KERNELS = { '7.3': 'bzImage-7.3', '6.1': 'bzImage' };
+const usage =
+  'usage: node scripts/test.mjs [--unit-only | --e2e-only] [--vm] [--kernel 6.1|7.3|all] [--vm-jobs 1|2] [E2E_FILE...]';
 
 const argv = process.argv.slice(2);
 const flag = (name) => {
@@ -38,14 +67,59 @@ const flag = (name) => {
   argv.splice(i, 1);
   return true;
 };
+/** `--name VALUE` or `--name=VALUE`; undefined when absent. */
+const option = (name) => {
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === name) {
+      const value = argv[i + 1];
+      if (value === undefined || value.startsWith('-')) {
+        console.error(`test.mjs: ${name} needs a value\n${usage}`);
+        process.exit(2);
+      }
+      argv.splice(i, 2);
+      return value;
+    }
+    if (argv[i].startsWith(`${name}=`)) {
+      const value = argv[i].slice(name.length + 1);
+      argv.splice(i, 1);
+      return value;
+    }
+  }
+  return undefined;
+};
 const inner = flag('--e2e-inner'); // internal: we are the e2e run on the ublk kernel
 const unitOnly = flag('--unit-only');
 const e2eOnly = flag('--e2e-only');
 const forceVm = flag('--vm');
+const kernelOption = option('--kernel');
+const vmJobsOption = option('--vm-jobs');
 const unknown = argv.filter((a) => a.startsWith('-'));
 if (unknown.length > 0 || (unitOnly && e2eOnly)) {
   console.error(`test.mjs: ${unknown.length ? `unknown option ${unknown[0]}` : '--unit-only and --e2e-only exclude each other'}`);
-  console.error('usage: node scripts/test.mjs [--unit-only | --e2e-only] [--vm] [E2E_FILE...]');
+  console.error(usage);
+  process.exit(2);
+}
+const kernelChoice = kernelOption ?? process.env.UBLK_TEST_KERNELS ?? 'all';
+const kernelLabels = [];
+for (const k of kernelChoice.split(/[\s,]+/).filter(Boolean)) {
+  if (k === 'all') kernelLabels.push(...Object.keys(TEST_KERNELS));
+  else if (k in TEST_KERNELS) kernelLabels.push(k);
+  else {
+    console.error(`test.mjs: unknown test kernel "${k}" (from ${kernelOption !== undefined ? '--kernel' : 'UBLK_TEST_KERNELS'}; known: ${Object.keys(TEST_KERNELS).join(', ')}, all)`);
+    process.exit(2);
+  }
+}
+const selectedKernels = Object.keys(TEST_KERNELS).filter((k) => kernelLabels.includes(k));
+if (selectedKernels.length === 0) {
+  console.error(`test.mjs: no test kernel selected (--kernel / UBLK_TEST_KERNELS is "${kernelChoice}")\n${usage}`);
+  process.exit(2);
+}
+// Two guests at once is the default: one TCG guest keeps only ~1.3 of this machine's
+// 2 cores busy on average (9p round trips, sleeps, timers), so the second fills the
+// gaps; measured in README "Testing".
+const vmJobs = Number(vmJobsOption ?? process.env.UBLK_VM_JOBS ?? 2);
+if (!Number.isInteger(vmJobs) || vmJobs < 1) {
+  console.error(`test.mjs: --vm-jobs / UBLK_VM_JOBS must be a whole number >= 1 (got "${vmJobsOption ?? process.env.UBLK_VM_JOBS}")`);
   process.exit(2);
 }
 const e2eFiles = argv.length > 0 ? argv : ['test/e2e'];
@@ -163,23 +237,61 @@ function runTap(args, file) {
   });
 }
 
-/** Runs a command with inherited stdio; resolves with its exit code (or 128+signal). */
-function run(cmd, args, opts = {}) {
+/**
+ * Runs a command; resolves with its exit code (or 128+signal). Without opts.prefix its
+ * stdio is inherited. With it, stdout and stderr are piped, every line printed with the
+ * prefix (so two guests running at once stay readable; the guest console's terminal
+ * control sequences are dropped) and saved, unprefixed, to opts.logFile.
+ */
+function run(cmd, args, { prefix, logFile, ...opts } = {}) {
   return new Promise((done) => {
-    const child = spawn(cmd, args, { stdio: 'inherit', ...opts });
+    const piped = prefix !== undefined;
+    const child = spawn(cmd, args, { stdio: piped ? ['ignore', 'pipe', 'pipe'] : 'inherit', ...opts });
     const forward = (sig) => child.kill(sig);
     process.on('SIGINT', forward);
     process.on('SIGTERM', forward);
-    child.on('error', (err) => {
-      console.error(`test.mjs: cannot run ${cmd}: ${err.message}`);
-      done(127);
-    });
-    child.on('exit', (code, signal) => {
+    const logOut = piped && logFile ? createWriteStream(logFile, { flags: 'a' }) : null;
+    const pending = [];
+    const lines = (stream, sink) => {
+      let rest = '';
+      stream.setEncoding('utf8');
+      stream.on('data', (d) => {
+        logOut?.write(d);
+        const parts = (rest + d).split('\n');
+        rest = parts.pop() ?? '';
+        for (const p of parts) sink.write(`${prefix}${clean(p)}\n`);
+      });
+      pending.push(new Promise((end) => stream.on('end', () => {
+        if (rest) sink.write(`${prefix}${clean(rest)}\n`);
+        end();
+      })));
+    };
+    if (piped) {
+      lines(child.stdout, process.stdout);
+      lines(child.stderr, process.stderr);
+    }
+    let finished = false;
+    const finish = async (code) => {
+      if (finished) return;
+      finished = true;
       process.off('SIGINT', forward);
       process.off('SIGTERM', forward);
-      done(code ?? 128 + (signal ? (osConstants.signals[signal] ?? 1) : 1));
+      await Promise.all(pending);
+      if (logOut) await new Promise((end) => logOut.end(end));
+      done(code);
+    };
+    child.on('error', (err) => {
+      console.error(`${prefix ?? ''}test.mjs: cannot run ${cmd}: ${err.message}`);
+      finish(127);
     });
+    child.on('close', (code, signal) => finish(code ?? 128 + (signal ? (osConstants.signals[signal] ?? 1) : 1)));
   });
+}
+
+/** A console line without terminal control sequences (the guest firmware clears the screen). */
+function clean(line) {
+  // eslint-disable-next-line no-control-regex
+  return line.replace(/\x1b(?:\[[0-?]*[ -/]*[@-~]|[^[])/g, '').replace(/\r/g, '');
 }
 
 // ------------------------------------------------------------------ inner e2e run
@@ -191,16 +303,7 @@ function run(cmd, args, opts = {}) {
  * during the e2e run, so serve them from there (2-5x faster starts). Best effort.
  */
 function cachedBuildTrees() {
-  let fsType = '';
-  try {
-    for (const line of readFileSync('/proc/mounts', 'utf8').split('\n')) {
-      const [, where, type] = line.split(' ');
-      if (where === root) fsType = type ?? '';
-    }
-  } catch {
-    return;
-  }
-  if (fsType !== '9p' || process.getuid?.() !== 0) return;
+  if (!inVmMount()) return;
   const view = '/run/ubloop-rootview';
   mkdirSync(view, { recursive: true });
   if (spawnSync('mount', ['--bind', '/', view]).status !== 0) return;
@@ -220,24 +323,108 @@ function cachedBuildTrees() {
   if (bound.length) log(`e2e: reading ${bound.join(', ')} through the guest's cached root view`);
 }
 
+/** True in the test VM: the project directory is the runner's 9p mount and we are root. */
+function inVmMount() {
+  let fsType = '';
+  try {
+    for (const line of readFileSync('/proc/mounts', 'utf8').split('\n')) {
+      const [, where, type] = line.split(' ');
+      if (where === root) fsType = type ?? '';
+    }
+  } catch {
+    return false;
+  }
+  return fsType === '9p' && process.getuid?.() === 0;
+}
+
+/**
+ * tap keeps state in the project's .tap/ (it deletes .tap/processinfo when it starts,
+ * and writes .tap/test-results), which two guests running at once would share. In the
+ * VM, give this run its own .tap on a tmpfs, with only .tap/ubloop-runs (where our
+ * results go) still the host's. Best effort: if the shuffle fails, keep the shared one.
+ */
+function privateTapState() {
+  if (!inVmMount()) return;
+  const tapDir = join(root, '.tap');
+  const keep = '/run/ubloop-runs-host';
+  mkdirSync(runDir, { recursive: true });
+  mkdirSync(keep, { recursive: true });
+  if (spawnSync('mount', ['--bind', runDir, keep]).status !== 0) return;
+  if (spawnSync('mount', ['-t', 'tmpfs', 'tmpfs', tapDir]).status !== 0) {
+    spawnSync('umount', [keep]);
+    return;
+  }
+  mkdirSync(runDir, { recursive: true });
+  if (spawnSync('mount', ['--bind', keep, runDir]).status !== 0) {
+    spawnSync('umount', [tapDir]);
+    spawnSync('umount', [keep]);
+  }
+}
+
+/**
+ * The kernel marker of an e2e file, or null when it has none (it runs on every kernel):
+ *   // ubloop-e2e-kernels: >=6.5 <7.0 -- why the file needs those kernels
+ * Returns { spec, reason, matches(release) } or { error }.
+ */
+function kernelMarker(file) {
+  const m = /^[ \t]*\/\/[ \t]*ubloop-e2e-kernels:(.*)$/m.exec(readFileSync(file, 'utf8'));
+  if (!m) return null;
+  const cut = m[1].indexOf(' -- ');
+  const spec = (cut === -1 ? m[1] : m[1].slice(0, cut)).trim();
+  const reason = cut === -1 ? '' : m[1].slice(cut + 4).trim();
+  if (!reason) return { error: `its ubloop-e2e-kernels marker gives no reason (write "SPEC -- reason")` };
+  const terms = [];
+  for (const term of spec.split(/[\s,]+/).filter(Boolean)) {
+    const t = /^(>=|<=|>|<|=)?(\d+)\.(\d+)$/.exec(term);
+    if (!t) return { error: `its ubloop-e2e-kernels marker has a bad term "${term}" (use >=X.Y, >X.Y, <=X.Y, <X.Y, =X.Y or X.Y)` };
+    terms.push({ op: t[1] ?? '=', v: Number(t[2]) * 1000 + Number(t[3]) });
+  }
+  if (terms.length === 0) return { error: 'its ubloop-e2e-kernels marker names no kernel' };
+  const matches = (rel) => {
+    const r = /^(\d+)\.(\d+)/.exec(rel);
+    if (!r) return true; // an unparseable release: run it rather than hide it
+    const v = Number(r[1]) * 1000 + Number(r[2]);
+    return terms.every(({ op, v: w }) =>
+      op === '>=' ? v >= w : op === '>' ? v > w : op === '<=' ? v <= w : op === '<' ? v < w : v === w,
+    );
+  };
+  return { spec, reason, matches };
+}
+
 // Runs on the ublk kernel itself (inside the VM, or directly on a capable host).
 if (inner) {
   const kernel = release();
+  const tag = process.env.UBLK_TEST_KERNEL_TAG ?? 'host';
+  privateTapState();
   cachedBuildTrees();
   log(`e2e: running on kernel ${kernel} (${process.env.UBLK_VM_SCRATCH ? `scratch ext4 at ${process.env.UBLK_VM_SCRATCH}` : 'no scratch disk'})`);
   const started = Date.now();
+  const chosen = [];
+  const skipped = []; // { file, reason }: not for this kernel, by the file's own marker
+  const invalid = []; // { file, error }: a marker the harness cannot read (a failure)
+  for (const file of listTestFiles(e2eFiles)) {
+    const marker = kernelMarker(file);
+    if (marker?.error) invalid.push({ file, error: marker.error });
+    else if (marker && !marker.matches(kernel)) skipped.push({ file, reason: `only for kernels ${marker.spec}: ${marker.reason}` });
+    else chosen.push(file);
+  }
+  for (const s of skipped) log(`e2e: skipping ${s.file} on ${kernel}, ${s.reason}`);
+  for (const s of invalid) console.error(`e2e: not running ${s.file}: ${s.error}`);
   let status = 1;
+  mkdirSync(runDir, { recursive: true });
   if (!existsSync('/dev/ublk-control')) {
     console.error(`e2e: kernel ${kernel} has no /dev/ublk-control; cannot run the e2e suite`);
+  } else if (chosen.length === 0) {
+    writeFileSync(streamFile(`e2e-${tag}`), ''); // tap with no files would run everything
+    status = invalid.length ? 1 : 0;
   } else {
     status = await runTap(
-      ['--jobs=1', `--timeout=${E2E_FILE_TIMEOUT_S}`, '--disable-coverage', '--allow-empty-coverage', ...e2eFiles],
-      streamFile('e2e'),
+      ['--jobs=1', `--timeout=${E2E_FILE_TIMEOUT_S}`, '--disable-coverage', '--allow-empty-coverage', ...chosen],
+      streamFile(`e2e-${tag}`),
     );
   }
-  mkdirSync(dirname(e2eInfoFile), { recursive: true });
-  writeFileSync(e2eInfoFile, JSON.stringify({ kernel, status, ms: Date.now() - started }) + '\n');
-  process.exit(status);
+  writeFileSync(e2eInfoFile(tag), JSON.stringify({ kernel, status, ms: Date.now() - started, skipped, invalid }) + '\n');
+  process.exit(status || (invalid.length ? 1 : 0));
 }
 
 // ------------------------------------------------------------------ main
@@ -284,92 +471,162 @@ if (!e2eOnly) {
 /** Where to get a kernel with ublk when there is none. */
 function howToGetKernel() {
   return [
-    'To build a test kernel with ublk (Debian linux-source-6.1, ~20-40 min on 2 cores):',
-    '    sudo scripts/build-test-kernel.sh ../shared/vm      # writes ../shared/vm/bzImage',
-    'or point UBLK_VM_KERNEL at an existing bzImage; the runner needs qemu-system-x86 and busybox-static.',
+    'To build the test kernels with ublk (Debian linux-source-6.1 ~20-40 min, linux-source-7.3 ~45 min on 2 cores):',
+    '    sudo scripts/build-test-kernel.sh ../shared/vm 6.1   # writes ../shared/vm/bzImage',
+    '    sudo scripts/build-test-kernel.sh ../shared/vm 7.3   # writes ../shared/vm/bzImage-7.3',
+    'or pick the kernels that exist with --kernel 6.1|7.3, or point UBLK_VM_KERNEL at one bzImage;',
+    'the runner needs qemu-system-x86 and busybox-static.',
     'To run only the host unit tests on purpose: node scripts/test.mjs --unit-only',
   ].join('\n');
+}
+
+const skippedNotes = [];
+
+/** Counts one kernel's e2e run (or its absence, loudly) into the summary. */
+async function addE2e(r, files) {
+  const name = r.info?.kernel ?? r.plan.label;
+  const tapFile = streamFile(`e2e-${r.plan.tag}`);
+  const skipped = r.info?.skipped ?? [];
+  const invalid = r.info?.invalid ?? [];
+  const ran = files.filter((f) => !skipped.some((s) => s.file === f) && !invalid.some((s) => s.file === f));
+  const counts = await countFile(tapFile, ran); // whatever did finish still counts
+  counts.files = files.length;
+  counts.skipped += skipped.length;
+  for (const s of skipped) skippedNotes.push(`${name}: ${s.file} (${s.reason})`);
+  for (const s of invalid) {
+    counts.failed++;
+    counts.failures.push(`${s.file}: ${s.error}`);
+  }
+  if (r.failure) {
+    if (counts.failed === 0) counts.failed = 1;
+    counts.failures.unshift(`e2e suite: ${r.failure.split('\n')[0]}`);
+  }
+  counts.failures = counts.failures.map((f) => `[${name}] ${f}`);
+  add(`e2e ${name}`, counts, r.ms, `${r.failure ? `${r.where}, DID NOT RUN` : r.where}${ci ? ', CI' : ''}`);
+}
+
+/** The loud banner for a kernel whose suite did not run. */
+function shout(r) {
+  const loud = `E2E SUITE DID NOT RUN ON ${r.plan.label}: ${r.failure}`;
+  console.error(`\n${'!'.repeat(78)}\n${loud}\n${'!'.repeat(78)}`);
 }
 
 if (!unitOnly) {
   const files = listTestFiles(e2eFiles);
   const direct = !forceVm && existsSync('/dev/ublk-control') && process.getuid?.() === 0;
-  rmSync(e2eInfoFile, { force: true });
-  rmSync(streamFile('e2e'), { force: true });
-  const started = Date.now();
-  let where = '';
-  let failure = null; // why the e2e suite could not run at all
+  const vmDir = resolve(process.env.UBLK_VM_DIR ?? join(root, '..', 'shared', 'vm'));
+  const runner = resolve(process.env.UBLK_VM_RUNNER ?? join(root, '..', 'shared', 'vm', 'run-in-vm'));
+  const scratch = process.env.UBLK_VM_SCRATCH_SIZE ?? '4G';
+  // One guest's hard stop: generous for a loaded 2-core machine under TCG (one kernel's
+  // suite takes ~17 min there). All guests together must fit UBLK_E2E_BUDGET, so that
+  // with the setup, build and unit tests `npm test` stays inside CI's 90 minutes: a
+  // guest started later gets only what is left of it.
+  const vmTimeout = Number(process.env.UBLK_VM_TIMEOUT ?? 2700);
+  const budget = Number(process.env.UBLK_E2E_BUDGET ?? 4500);
+  const deadline = Date.now() + budget * 1000;
+  const cpus = process.env.UBLK_VM_CPUS;
 
+  /** What to run: the host's own kernel, one custom bzImage, or the selected test kernels. */
+  let plans;
   if (direct) {
-    banner(`e2e tests (this kernel, ${release()})`);
-    await run(process.execPath, [fileURLToPath(import.meta.url), '--e2e-inner', ...argv], {
-      env: { ...process.env, UBLK_TEST_RUN_ID: runId },
-    });
-    where = 'directly on this kernel';
+    plans = [{ tag: 'host', label: release(), kernel: null }];
+    if (kernelOption !== undefined || process.env.UBLK_TEST_KERNELS) {
+      log(`e2e: this kernel (${release()}) has ublk, so the suite runs here once; --kernel / UBLK_TEST_KERNELS pick VM kernels (add --vm)`);
+    }
+  } else if (process.env.UBLK_VM_KERNEL) {
+    const kernel = resolve(process.env.UBLK_VM_KERNEL);
+    plans = [{ tag: 'custom', label: relative(root, kernel) || kernel, kernel }];
+    if (kernelOption !== undefined || process.env.UBLK_TEST_KERNELS) log(`e2e: UBLK_VM_KERNEL is set, so only ${kernel} boots (--kernel / UBLK_TEST_KERNELS ignored)`);
   } else {
-    const kernel = resolve(process.env.UBLK_VM_KERNEL ?? join(root, '..', 'shared', 'vm', 'bzImage'));
-    const runner = resolve(process.env.UBLK_VM_RUNNER ?? join(root, '..', 'shared', 'vm', 'run-in-vm'));
-    const scratch = process.env.UBLK_VM_SCRATCH_SIZE ?? '4G';
-    // The guest's hard stop: generous enough for a loaded 2-core machine under TCG
-    // (CI's own budget is 90 minutes); the summary prints how long the run really took.
-    const vmTimeout = process.env.UBLK_VM_TIMEOUT ?? '2700';
-    let executable = true;
-    try {
-      accessSync(runner, constants.X_OK);
-    } catch {
-      executable = false;
-    }
-    if (!existsSync(kernel)) {
-      failure = `no ublk kernel: ${kernel} does not exist (set UBLK_VM_KERNEL)\n${howToGetKernel()}`;
-    } else if (!executable) {
-      failure = `no VM runner: ${runner} is missing or not executable (set UBLK_VM_RUNNER)\n${howToGetKernel()}`;
+    plans = selectedKernels.map((k) => ({ tag: k, label: k, kernel: join(vmDir, TEST_KERNELS[k]) }));
+  }
+  mkdirSync(runDir, { recursive: true });
+  for (const { tag } of plans) {
+    for (const f of [e2eInfoFile(tag), streamFile(`e2e-${tag}`), vmLogFile(tag)]) rmSync(f, { force: true });
+  }
+  const together = Math.min(vmJobs, plans.length) > 1;
+
+  /** Runs the suite on one kernel; resolves with { plan, where, failure, info, ms }. */
+  async function runOn(plan) {
+    const started = Date.now();
+    const r = { plan, where: plan.kernel ? 'VM' : 'host', failure: null, info: null, ms: 0 };
+    const env = { ...process.env, UBLK_TEST_RUN_ID: runId, UBLK_TEST_KERNEL_TAG: plan.tag };
+    if (together && !process.env.UBLK_E2E_FILE_TIMEOUT) env.UBLK_E2E_FILE_TIMEOUT = '600';
+    const infoFile = e2eInfoFile(plan.tag);
+    if (!plan.kernel) {
+      banner(`e2e tests (this kernel, ${release()})`);
+      await run(process.execPath, [fileURLToPath(import.meta.url), '--e2e-inner', ...argv], { env });
     } else {
-      banner(`e2e tests (VM: ${relative(root, kernel) || kernel})`);
-      log(`runner: ${runner} --scratch ${scratch} --timeout ${vmTimeout}`);
-      // Exit 2 without results means the runner refused before booting the guest. The
-      // shared runner's own busybox check (`busybox --list | grep -q` under pipefail) can
-      // fail now and then with SIGPIPE, so that is tried again twice before it counts.
-      let rc = 2;
-      const refused = () => rc === 2 && !existsSync(e2eInfoFile) && !existsSync(streamFile('e2e'));
-      for (let attempt = 1; attempt <= 3 && refused(); attempt++) {
-        if (attempt > 1) log(`runner refused to start (exit 2); trying again (${attempt}/3)`);
-        rc = await run(
-          runner,
-          ['--scratch', scratch, '--timeout', vmTimeout, '--', 'node', 'scripts/test.mjs', '--e2e-inner', ...argv],
-          { env: { ...process.env, UBLK_VM_KERNEL: kernel, UBLK_TEST_RUN_ID: runId } },
-        );
+      let executable = true;
+      try {
+        accessSync(runner, constants.X_OK);
+      } catch {
+        executable = false;
       }
-      where = 'in the VM';
-      if (rc === 98 || rc === 97) {
-        failure = `the VM did not run the tests (runner exit ${rc}: ${rc === 98 ? 'boot failure, panic or timeout' : 'could not enter the project directory'})`;
-      } else if (rc === 2 && !existsSync(e2eInfoFile)) {
-        failure = `the VM runner refused to start (exit 2; see its message above)\n${howToGetKernel()}`;
+      const left = Math.floor((deadline - Date.now()) / 1000);
+      const timeout = Math.min(vmTimeout, left);
+      const prefix = together ? `[${plan.label}] ` : undefined;
+      if (!existsSync(plan.kernel)) {
+        r.failure = `no ublk kernel: ${plan.kernel} does not exist (${plan.tag === 'custom' ? 'UBLK_VM_KERNEL' : 'build it, or pick another with --kernel'})\n${howToGetKernel()}`;
+      } else if (!executable) {
+        r.failure = `no VM runner: ${runner} is missing or not executable (set UBLK_VM_RUNNER)\n${howToGetKernel()}`;
+      } else if (timeout < 120) {
+        r.failure = `no time left: the guests together may take UBLK_E2E_BUDGET=${budget} s, and ${budget - left} s are gone`;
+      } else {
+        const opts = ['--scratch', scratch, '--timeout', String(timeout), ...(cpus ? ['--cpus', cpus] : [])];
+        banner(`e2e tests on ${plan.label} (VM: ${relative(root, plan.kernel) || plan.kernel})`);
+        log(`${prefix ?? ''}runner: ${runner} ${opts.join(' ')}${prefix ? ` (console log: ${relative(root, vmLogFile(plan.tag))})` : ''}`);
+        // Exit 2 without results means the runner refused before booting the guest. The
+        // shared runner's own busybox check (`busybox --list | grep -q` under pipefail) can
+        // fail now and then with SIGPIPE, so that is tried again twice before it counts.
+        let rc = 2;
+        const refused = () => rc === 2 && !existsSync(infoFile) && !existsSync(streamFile(`e2e-${plan.tag}`));
+        for (let attempt = 1; attempt <= 3 && refused(); attempt++) {
+          if (attempt > 1) log(`${prefix ?? ''}runner refused to start (exit 2); trying again (${attempt}/3)`);
+          rc = await run(runner, [...opts, '--', 'node', 'scripts/test.mjs', '--e2e-inner', ...argv], {
+            env: { ...env, UBLK_VM_KERNEL: plan.kernel },
+            prefix,
+            logFile: vmLogFile(plan.tag),
+          });
+        }
+        if (rc === 98 || rc === 97) {
+          r.failure = `the VM did not run the tests (runner exit ${rc}: ${rc === 98 ? `boot failure, panic or the ${timeout} s timeout` : 'could not enter the project directory'})`;
+        } else if (rc === 2 && !existsSync(infoFile)) {
+          r.failure = `the VM runner refused to start (exit 2; see its message above)\n${howToGetKernel()}`;
+        }
       }
     }
+    try {
+      r.info = JSON.parse(readFileSync(infoFile, 'utf8'));
+    } catch {
+      r.failure ??= 'the e2e run produced no results (the guest or the test runner died before finishing)';
+    }
+    r.ms = Date.now() - started;
+    if (r.failure) shout(r);
+    else if (together) log(`[${plan.label}] finished on ${r.info.kernel} in ${secs(r.ms)}`);
+    return r;
   }
 
-  let info = null;
-  try {
-    info = JSON.parse(readFileSync(e2eInfoFile, 'utf8'));
-  } catch {
-    failure ??= 'the e2e run produced no results (the guest or the test runner died before finishing)';
-  }
-  const ms = Date.now() - started;
-  if (failure) {
-    const loud = `E2E SUITE DID NOT RUN: ${failure}`;
-    console.error(`\n${'!'.repeat(78)}\n${loud}\n${'!'.repeat(78)}`);
-    const counts = await countFile(streamFile('e2e'), files); // whatever did finish still counts
-    if (counts.failed === 0) counts.failed = 1;
-    counts.failures.unshift(`e2e suite: ${failure.split('\n')[0]}`);
-    add('e2e', counts, ms, `${where || 'not run'}${ci ? ', CI' : ''}`);
-  } else {
-    const counts = await countFile(streamFile('e2e'), files);
-    add('e2e', counts, ms, `kernel ${info.kernel} ${where}`);
-  }
+  // vmJobs guests at a time, in the order of the plans (newest kernel first).
+  const results = new Array(plans.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < plans.length) {
+      const i = next++;
+      results[i] = await runOn(plans[i]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(vmJobs, plans.length) }, worker));
+  for (const r of results) await addE2e(r, files);
+  if (together) summary.push(`e2e: ${plans.length} guests ran at once, ${secs(Date.now() - (deadline - budget * 1000))} for all`);
 }
 
 banner('summary');
 for (const line of summary) log(line);
+if (skippedNotes.length > 0) {
+  log('skipped (not for that kernel):');
+  for (const n of skippedNotes) log(`  - ${n}`);
+}
 if (problems.length > 0) {
   log('failures:');
   for (const p of problems.slice(0, 50)) log(`  - ${p}`);
