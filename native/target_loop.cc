@@ -41,7 +41,13 @@ void issue(Queue &q, uint16_t tag, uint8_t op) {
       io_uring_prep_fallocate(s, Queue::kBackingFile, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
       break;
     case UBLK_IO_OP_WRITE_ZEROES:
-      io_uring_prep_fallocate(s, Queue::kBackingFile, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len);
+      // As kernel loop does: zeroes that may be unmapped become a hole (no space
+      // needed, however large); REQ_NOUNMAP asks for allocated zeroes.
+      if (d.op_flags & UBLK_IO_F_NOUNMAP) {
+        io_uring_prep_fallocate(s, Queue::kBackingFile, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len);
+      } else {
+        io_uring_prep_fallocate(s, Queue::kBackingFile, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
+      }
       break;
     case kWriteZeroesByPunch:
       io_uring_prep_fallocate(s, Queue::kBackingFile, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
@@ -102,14 +108,19 @@ void loopBackingDone(Queue &q, uint16_t tag, uint8_t op, int res) {
       res = int(len);
       break;
     case UBLK_IO_OP_WRITE_ZEROES:
-      // Filesystems without ZERO_RANGE (tmpfs) still punch holes, which read as zeros.
-      if (res == -EOPNOTSUPP || res == -EINVAL) {
+      // Filesystems without ZERO_RANGE (tmpfs) still punch holes, which read as zeros;
+      // so does one without the space to allocate the range (the zeroes are what
+      // matter, the allocation NOUNMAP asked for cannot be had anyway).
+      if (res == -EOPNOTSUPP || res == -EINVAL || res == -ENOSPC) {
         issue(q, tag, kWriteZeroesByPunch);
         return;
       }
       [[fallthrough]];
     default:
-      if (res >= 0) res = int(len);
+      // FLUSH, DISCARD and WRITE_ZEROES complete with 0: the kernel ends them as a
+      // whole on any non-negative result, and their length (up to 4 GiB) does not
+      // fit the command's 32-bit result, where it would read as an error.
+      if (res >= 0) res = 0;
   }
   q.commit(tag, res);
 }
