@@ -33,6 +33,22 @@ export interface DeviceInfo {
   /** Active I/O scheduler of the disk, or null if unknown. */
   scheduler: string | null;
   serverPid: number;
+  /** Why the device stopped serving (a queue thread failed; its I/O fails with EIO), or null. */
+  failure: string | null;
+}
+
+export interface QueueStats {
+  queue: number;
+  ops: number;
+  bytesRead: number;
+  bytesWritten: number;
+  errors: number;
+  ringEnters: number;
+  bufferReleases: number;
+  threadId: number;
+  ringFlags: number;
+  /** Why this queue stopped serving, or null while it is healthy. */
+  failure: string | null;
 }
 
 export interface DeviceStats {
@@ -41,16 +57,10 @@ export interface DeviceStats {
   bytesWritten: number;
   errors: number;
   ringEnters: number;
-  queues: {
-    queue: number;
-    ops: number;
-    bytesRead: number;
-    bytesWritten: number;
-    errors: number;
-    ringEnters: number;
-    threadId: number;
-    ringFlags: number;
-  }[];
+  bufferReleases: number;
+  /** A queue thread stopped serving on an error: the device's I/O fails. */
+  failed: boolean;
+  queues: QueueStats[];
 }
 
 export class Device {
@@ -101,12 +111,16 @@ export class Device {
       encoding: n.encoding,
       scheduler,
       serverPid: n.serverPid,
+      failure: this.failure(),
     };
   }
 
   stats(): DeviceStats {
-    const queues = this.#native.stats();
-    const sum = (k: 'ops' | 'bytesRead' | 'bytesWritten' | 'errors' | 'ringEnters') =>
+    const queues = this.#native.stats().map((q) => ({
+      ...q,
+      failure: q.failure === null ? null : `queue ${q.queue}: ${q.failure.message}`,
+    }));
+    const sum = (k: 'ops' | 'bytesRead' | 'bytesWritten' | 'errors' | 'ringEnters' | 'bufferReleases') =>
       queues.reduce((a, q) => a + q[k], 0);
     return {
       ops: sum('ops'),
@@ -114,8 +128,18 @@ export class Device {
       bytesWritten: sum('bytesWritten'),
       errors: sum('errors'),
       ringEnters: sum('ringEnters'),
+      bufferReleases: sum('bufferReleases'),
+      failed: queues.some((q) => q.failure !== null),
       queues,
     };
+  }
+
+  /** Why the device stopped serving (the first failed queue), or null while it serves. */
+  failure(): string | null {
+    for (const q of this.#native.stats()) {
+      if (q.failure !== null) return `queue ${q.queue}: ${q.failure.message}`;
+    }
+    return null;
   }
 
   /** Removes the disk (in-flight I/O completes first) and deletes the ublk device. */

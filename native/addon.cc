@@ -124,8 +124,10 @@ class NativeDevice : public Napi::ObjectWrap<NativeDevice> {
       o.Set("bytesWritten", Napi::Number::New(env, double(q.bytesWritten)));
       o.Set("errors", Napi::Number::New(env, double(q.errors)));
       o.Set("ringEnters", Napi::Number::New(env, double(q.enters)));
+      o.Set("bufferReleases", Napi::Number::New(env, double(q.bufferReleases)));
       o.Set("threadId", q.tid);
       o.Set("ringFlags", q.ringFlags);
+      o.Set("failure", q.failure ? makeError(env, *q.failure).Value() : env.Null());
       arr.Set(uint32_t(i), o);
     }
     return arr;

@@ -53,6 +53,7 @@ int openCharDevice(uint32_t id) {
 
 Result<std::unique_ptr<Device>> Device::create(DeviceSpec spec) {
   std::unique_ptr<Device> dev(new Device(std::move(spec)));
+  dev->size_.store(dev->spec_.size);
   if (auto err = dev->bringUp()) {
     dev->remove();
     return Result<std::unique_ptr<Device>>::fail(*err);
@@ -79,7 +80,13 @@ std::optional<SysError> Device::bringUp() {
   req.max_io_buf_bytes = spec_.maxIoBytes;
   req.dev_id = static_cast<uint32_t>(spec_.id);
   req.ublksrv_pid = getpid();
-  req.flags = spec_.flags | (ks.encoding == abi::Encoding::Ioctl ? UBLK_F_CMD_IOCTL_ENCODE : 0);
+  // URING_CMD_COMP_IN_TASK: requests are delivered as io_uring task work, which the
+  // queue rings (DEFER_TASKRUN) run only inside io_uring_enter; the idle buffer
+  // release depends on that (see Queue::setup). Newer kernels set it anyway.
+  // UPDATE_SIZE: `ubloop resize` where the kernel has it. A kernel drops the flags it
+  // does not know, so what it grants is read back from ADD_DEV's answer.
+  req.flags = spec_.flags | UBLK_F_URING_CMD_COMP_IN_TASK | UBLK_F_UPDATE_SIZE |
+              (ks.encoding == abi::Encoding::Ioctl ? UBLK_F_CMD_IOCTL_ENCODE : 0);
 
   Result<ublksrv_ctrl_dev_info> added = UblkControl::addDevice(req);
   if (!added.ok()) return added.error;
@@ -89,6 +96,7 @@ std::optional<SysError> Device::bringUp() {
   spec_.queues = info_.nr_hw_queues;
   spec_.depth = info_.queue_depth;
   if (info_.max_io_buf_bytes < spec_.maxIoBytes) spec_.maxIoBytes = info_.max_io_buf_bytes;
+  spec_.grantedFlags = info_.flags;
 
   Result<Unit> set = UblkControl::setParams(id(), paramsFor(spec_));
   if (!set.ok()) return set.error;
@@ -116,24 +124,52 @@ void Device::stopQueuesAndClose() {
   charFd_ = -1;
 }
 
-std::optional<SysError> Device::remove() {
+std::optional<SysError> Device::remove(bool onlyIfUnused) {
   std::lock_guard<std::mutex> lock(removeMutex_);
   std::optional<SysError> first;
   if (added_ && !removed_) {
-    // STOP_DEV removes the disk (waiting for in-flight I/O, which the queues keep
-    // serving) and then aborts every queued command, which ends the queue threads.
-    Result<Unit> stopped = UblkControl::stop(id());
-    if (!stopped.ok()) first = stopped.error;
+    Result<Unit> stopped = Result<Unit>{Unit{}, {}};
+    if (onlyIfUnused) {
+      if (!(info_.flags & UBLK_F_SAFE_STOP_DEV)) {
+        return SysError::from(EOPNOTSUPP, "TRY_STOP_DEV", "the kernel did not grant UBLK_F_SAFE_STOP_DEV");
+      }
+      // The kernel refuses while the disk is open (mounted, or held by anyone): the
+      // device then stays exactly as it was.
+      stopped = UblkControl::tryStop(id());
+      if (!stopped.ok() && stopped.error.err == EBUSY) return stopped.error;
+    } else {
+      // STOP_DEV removes the disk (waiting for in-flight I/O, which the queues keep
+      // serving) and then aborts every queued command, which ends the queue threads.
+      stopped = UblkControl::stop(id());
+    }
+    // Had the stop failed, the kernel would abort nothing: the threads are told to
+    // exit, or the join below would wait forever.
+    if (!stopped.ok()) {
+      first = stopped.error;
+      for (auto &q : queues_) q->requestExit();
+    }
     stopQueuesAndClose();
     // DEL_DEV waits until /dev/ublkcN is released, so it must come after the close.
     Result<Unit> deleted = UblkControl::remove(id());
     if (!deleted.ok() && !first) first = deleted.error;
-    removed_ = true;
+    removed_.store(true);
   }
   stopQueuesAndClose();
   if (spec_.backingFd >= 0) close(spec_.backingFd);
   spec_.backingFd = -1;
   return first;
+}
+
+std::optional<SysError> Device::resize(uint64_t bytes) {
+  std::lock_guard<std::mutex> lock(removeMutex_);
+  if (removed_) return SysError::from(ENODEV, "UPDATE_SIZE", "the device has been removed");
+  if (!(info_.flags & UBLK_F_UPDATE_SIZE)) {
+    return SysError::from(EOPNOTSUPP, "UPDATE_SIZE", "the kernel did not grant UBLK_F_UPDATE_SIZE (Linux 6.16+)");
+  }
+  Result<Unit> r = UblkControl::updateSize(id(), bytes);
+  if (!r.ok()) return r.error;
+  size_.store(bytes);
+  return std::nullopt;
 }
 
 Device::~Device() { remove(); }

@@ -4,6 +4,7 @@
 // Both block: call them off the JS thread.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -21,13 +22,19 @@ class Device {
 
   // Stops and deletes the ublk device. Idempotent; returns the first error met, but
   // always goes through every step so that nothing is left half torn down.
-  std::optional<SysError> remove();
+  // With onlyIfUnused the kernel stops it only if nobody has the disk open
+  // (TRY_STOP_DEV, devices granted UBLK_F_SAFE_STOP_DEV): on EBUSY nothing changes.
+  std::optional<SysError> remove(bool onlyIfUnused = false);
+  // Tells the kernel the device's new size in bytes (UPDATE_SIZE, devices granted
+  // UBLK_F_UPDATE_SIZE); the queues need nothing, requests carry their own offsets.
+  std::optional<SysError> resize(uint64_t bytes);
+  uint64_t size() const { return size_.load(); }
 
   uint32_t id() const { return info_.dev_id; }
   const ublksrv_ctrl_dev_info &info() const { return info_; }
   const DeviceSpec &spec() const { return spec_; }
   std::vector<QueueSnapshot> snapshot() const;
-  bool removed() const { return removed_; }
+  bool removed() const { return removed_.load(); }
 
  private:
   explicit Device(DeviceSpec spec) : spec_(std::move(spec)) {}
@@ -37,7 +44,8 @@ class Device {
   DeviceSpec spec_;
   ublksrv_ctrl_dev_info info_{};
   bool added_ = false;
-  bool removed_ = false;
+  std::atomic<bool> removed_{false};  // read from the JS thread while remove() runs
+  std::atomic<uint64_t> size_{0};
   int charFd_ = -1;
   std::vector<std::unique_ptr<Queue>> queues_;
   std::mutex removeMutex_;

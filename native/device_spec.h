@@ -21,6 +21,7 @@ struct DeviceSpec {
   uint32_t blockSize = 512;    // logical block size: 512, 1024, 2048 or 4096
   uint32_t maxIoBytes = 1u << 20;
   uint64_t flags = 0;          // UBLK_F_* asked for on top of what ubloop sets itself
+  uint64_t grantedFlags = 0;   // UBLK_F_* that ADD_DEV returned (set by the Device)
   bool discard = true;         // advertise DISCARD / WRITE_ZEROES
   uint32_t pollUs = 0;         // spin up to this long for the queue's next event before sleeping
 };

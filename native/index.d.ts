@@ -71,10 +71,17 @@ export interface NativeQueueStats {
   errors: number;
   /** io_uring_enter calls made by the queue loop. */
   ringEnters: number;
+  /** Times the queue gave its idle I/O buffers back to the system. */
+  bufferReleases: number;
   /** Linux thread id of the queue thread. */
   threadId: number;
   /** IORING_SETUP_* flags the queue ring was created with. */
   ringFlags: number;
+  /**
+   * Why the queue thread stopped serving on its own (an Error with code, errno and
+   * syscall), or null while it is healthy. A failed queue's requests fail with EIO.
+   */
+  failure: (Error & { code: string; errno: number; syscall: string }) | null;
 }
 
 export declare class NativeDevice {

@@ -1,5 +1,6 @@
 #include "queue.h"
 
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -7,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -32,9 +34,31 @@ constexpr unsigned kRingFlagChoices[] = {
 // system; they fault in again, zeroed, when requests return.
 constexpr long long kIdleReleaseNs = 2'000'000'000;
 
+// How long a failed queue waits for its in-flight backing I/O before giving up on it
+// (and keeping its buffers mapped, since the kernel may still write into them).
+constexpr unsigned kDrainMs = 5000;
+
 size_t pageAlign(size_t n) {
   size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   return (n + page - 1) / page * page;
+}
+
+// UBLOOP_INJECT_QUEUE_FAULT=ERRNO:N (e.g. EIO:40): a test hook that makes the Nth
+// wait of each queue loop fail with ERRNO, as if io_uring_enter had returned it.
+void parseFault(int &err, uint64_t &after) {
+  const char *v = getenv("UBLOOP_INJECT_QUEUE_FAULT");
+  if (v == nullptr) return;
+  const char *colon = strchr(v, ':');
+  if (colon == nullptr) return;
+  const std::string name(v, colon);
+  for (int e = 1; e < 4096; e++) {
+    const char *n = strerrorname_np(e);
+    if (n != nullptr && name == n) {
+      err = e;
+      after = strtoull(colon + 1, nullptr, 10);
+      return;
+    }
+  }
 }
 
 }  // namespace
@@ -59,6 +83,11 @@ void Queue::join() {
   threadStarted_ = false;
 }
 
+void Queue::requestExit() {
+  exitRequested_.store(true);
+  if (wakeFd_ >= 0) eventfd_write(wakeFd_, 1);
+}
+
 QueueSnapshot Queue::snapshot() const {
   return QueueSnapshot{
       counters_.ops.load(std::memory_order_relaxed),
@@ -66,8 +95,13 @@ QueueSnapshot Queue::snapshot() const {
       counters_.bytesWritten.load(std::memory_order_relaxed),
       counters_.errors.load(std::memory_order_relaxed),
       counters_.enters.load(std::memory_order_relaxed),
+      counters_.bufferReleases.load(std::memory_order_relaxed),
       tid_.load(std::memory_order_relaxed),
       ringFlags_,
+      [this] {
+        std::lock_guard<std::mutex> lock(failureMutex_);
+        return failure_;
+      }(),
   };
 }
 
@@ -102,14 +136,16 @@ void *Queue::threadMain(void *arg) {
   }
   q->reportReady(std::nullopt);
   q->serve();
+  q->drainBackingIo();
   q->teardown();
   return nullptr;
 }
 
 std::optional<SysError> Queue::setup() {
   const std::string where = "queue " + std::to_string(qid_);
-  // Each tag has at most one command and one backing I/O queued at once.
-  unsigned entries = 2u * spec_.depth;
+  // Each tag has at most one command and one backing I/O queued at once, plus the
+  // wake-up read.
+  unsigned entries = 2u * spec_.depth + 1;
   int ret = -EINVAL;
   for (unsigned flags : kRingFlagChoices) {
     ret = io_uring_queue_init(entries, &ring_, flags);
@@ -121,6 +157,22 @@ std::optional<SysError> Queue::setup() {
   }
   if (ret < 0) return SysError::from(ret, "io_uring_setup", where);
   ringUp_ = true;
+
+  wakeFd_ = eventfd(0, EFD_CLOEXEC);
+  if (wakeFd_ < 0) return SysError::from(errno, "eventfd", where);
+
+  // The idle release (MADV_DONTNEED) must never meet a request being delivered: on a
+  // kernel-copy device the kernel copies a WRITE's data into its buffer while
+  // delivering it, and a release after that copy would zero the data. Delivery runs
+  // as io_uring task work when the device has URING_CMD_COMP_IN_TASK (requested by
+  // Device, forced by newer kernels); on a DEFER_TASKRUN ring that work runs only
+  // inside this thread's io_uring_enter, so between an enter that found nothing and
+  // the next one no copy can happen. Without both (6.1 built-in ublk otherwise uses
+  // task_work_add, which runs on any return to user mode, e.g. from madvise itself)
+  // the buffers are never released.
+  canReleaseBuffers_ = (ringFlags_ & IORING_SETUP_DEFER_TASKRUN) != 0 &&
+                       (spec_.grantedFlags & UBLK_F_URING_CMD_COMP_IN_TASK) != 0;
+  parseFault(faultErrno_, faultAfterWaits_);
 
   int files[2] = {charFd_, spec_.backingFd};
   ret = io_uring_register_files(&ring_, files, spec_.backingFd >= 0 ? 2 : 1);
@@ -148,8 +200,15 @@ std::optional<SysError> Queue::setup() {
 }
 
 void Queue::fetchAll() {
+  armWake();
   for (uint16_t tag = 0; tag < spec_.depth; tag++) queueCommand(tag, UBLK_IO_FETCH_REQ, 0);
   io_uring_submit(&ring_);
+}
+
+void Queue::armWake() {
+  io_uring_sqe *s = sqe();
+  io_uring_prep_read(s, wakeFd_, &wakeValue_, sizeof(wakeValue_), 0);
+  s->user_data = user_data::encode(Kind::Wake, 0);
 }
 
 io_uring_sqe *Queue::sqe() {
@@ -219,7 +278,7 @@ void Queue::pollForCompletion() {
 // the last pass and waits for at least one completion; then every CQE is handled
 // and the CQ is advanced once.
 void Queue::serve() {
-  while (liveCommands_ > 0 || inflight_ > 0) {
+  while (!exiting_ && (liveCommands_ > 0 || inflight_ > 0)) {
     if (spec_.pollUs > 0 && io_uring_cq_ready(&ring_) == 0) {
       const uint64_t waitStart = SpinClock::now();
       if (gapUs_ < spec_.pollUs) pollForCompletion();
@@ -245,35 +304,82 @@ void Queue::serve() {
 // Submits what is queued and, unless completions are already waiting, sleeps until
 // one arrives. With every tag back with the kernel and nothing in flight, the sleep
 // is bounded: after kIdleReleaseNs without a request the buffers are released.
+// Returns false when the queue cannot go on (the ring failed).
 bool Queue::waitForEvents() {
   if (io_uring_cq_ready(&ring_) > 0 && io_uring_sq_ready(&ring_) == 0) return true;
   const bool idle = inflight_ == 0 && io_uring_cq_ready(&ring_) == 0;
   int ret;
   // The bounded wait needs IORING_FEAT_EXT_ARG (5.11+), or liburing would queue a
   // timeout SQE of its own.
-  if (idle && buffersUsed_ && (ring_.features & IORING_FEAT_EXT_ARG)) {
+  if (idle && buffersUsed_ && canReleaseBuffers_ && (ring_.features & IORING_FEAT_EXT_ARG)) {
     __kernel_timespec ts{kIdleReleaseNs / 1'000'000'000, kIdleReleaseNs % 1'000'000'000};
     io_uring_cqe *cqe = nullptr;
     const uint64_t start = SpinClock::now();
     ret = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
     // A wait that also submitted returns the count, not -ETIME: the time tells.
     if (io_uring_cq_ready(&ring_) == 0 && SpinClock::usSince(start) >= kIdleReleaseNs / 1000 * 9 / 10) {
-      madvise(buffers_, bufferBytes_, MADV_DONTNEED);
-      buffersUsed_ = false;
+      releaseIdleBuffers();
     }
   } else {
     ret = io_uring_submit_and_wait(&ring_, io_uring_cq_ready(&ring_) > 0 ? 0 : 1);
   }
   counters_.enters.fetch_add(1, std::memory_order_relaxed);
+  if (faultErrno_ != 0 && ++waits_ == faultAfterWaits_) ret = -faultErrno_;
   if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY && ret != -ETIME) {
-    fprintf(stderr, "ubloop: queue %u: io_uring_enter: %s\n", qid_, strerror(-ret));
+    fail(SysError::from(ret, "io_uring_enter", "queue " + std::to_string(qid_)));
     return false;
   }
   return true;
 }
 
+// Called only between two io_uring_enter calls that delivered nothing (see setup()).
+void Queue::releaseIdleBuffers() {
+  madvise(buffers_, bufferBytes_, MADV_DONTNEED);
+  buffersUsed_ = false;
+  counters_.bufferReleases.fetch_add(1, std::memory_order_relaxed);
+}
+
+// The queue stops serving: its requests fail once the kernel notices the thread gone
+// (its commands are cancelled with the ring, or the 6.1 monitor aborts the queue).
+// The error stays readable through snapshot() so that the device shows as failed.
+void Queue::fail(SysError err) {
+  fprintf(stderr, "ubloop: queue %u failed: %s; its device's I/O will fail\n", qid_, describe(err).c_str());
+  std::lock_guard<std::mutex> lock(failureMutex_);
+  failure_ = std::move(err);
+}
+
+// Backing I/O still in flight writes into (or reads from) the buffers: wait for it,
+// within a bound, before the ring and the buffers go. Nothing is committed.
+void Queue::drainBackingIo() {
+  unsigned waitedMs = 0;
+  while (inflight_ > 0 && waitedMs < kDrainMs) {
+    __kernel_timespec ts{0, 100'000'000};
+    io_uring_cqe *cqe = nullptr;
+    int ret = io_uring_wait_cqe_timeout(&ring_, &cqe, &ts);
+    if (ret == -ETIME || ret == -EINTR) {
+      waitedMs += 100;
+      continue;
+    }
+    if (ret < 0) break;
+    unsigned head, seen = 0;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      if (user_data::kindOf(cqe->user_data) == Kind::Backing) inflight_--;
+      seen++;
+    }
+    io_uring_cq_advance(&ring_, seen);
+  }
+}
+
 void Queue::handle(const io_uring_cqe &cqe) {
   const uint16_t tag = user_data::tagOf(cqe.user_data);
+  if (user_data::kindOf(cqe.user_data) == Kind::Wake) {
+    if (exitRequested_.load()) {
+      exiting_ = true;
+    } else {
+      armWake();
+    }
+    return;
+  }
   if (user_data::kindOf(cqe.user_data) == Kind::Backing) {
     inflight_--;
     target_.backingDone(*this, tag, user_data::opOf(cqe.user_data), cqe.res);
@@ -283,6 +389,7 @@ void Queue::handle(const io_uring_cqe &cqe) {
   if (cqe.res == UBLK_IO_RES_OK) {
     buffersUsed_ = true;
     slots_[tag].done = 0;
+    slots_[tag].retries = 0;
     target_.start(*this, tag);
   } else if (cqe.res != UBLK_IO_RES_ABORT) {
     // The kernel refused a command (the device is going away, or a bug): this tag
@@ -291,13 +398,19 @@ void Queue::handle(const io_uring_cqe &cqe) {
   }
 }
 
+// The ring goes first: it cancels what is still queued on it, so that nothing the
+// kernel does for this ring can touch the buffers once they are unmapped. Backing I/O
+// that drainBackingIo() could not wait out keeps its buffers mapped (a leak, never a
+// write into freed memory).
 void Queue::teardown() {
-  if (buffers_) munmap(buffers_, bufferBytes_);
+  if (ringUp_) io_uring_queue_exit(&ring_);
+  ringUp_ = false;
+  if (wakeFd_ >= 0) close(wakeFd_);
+  wakeFd_ = -1;
+  if (buffers_ && inflight_ == 0) munmap(buffers_, bufferBytes_);
   buffers_ = nullptr;
   if (descs_) munmap(descs_, descBytes_);
   descs_ = nullptr;
-  if (ringUp_) io_uring_queue_exit(&ring_);
-  ringUp_ = false;
 }
 
 }  // namespace ubloop

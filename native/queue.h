@@ -29,6 +29,7 @@ struct Target;
 struct IoSlot {
   char *buf = nullptr;
   uint32_t done = 0;       // bytes of a READ/WRITE already transferred (short I/O continues)
+  uint8_t retries = 0;     // backing I/O reissued after -EAGAIN/-EINTR
 };
 
 struct QueueCounters {
@@ -37,12 +38,16 @@ struct QueueCounters {
   std::atomic<uint64_t> bytesWritten{0};
   std::atomic<uint64_t> errors{0};
   std::atomic<uint64_t> enters{0};  // io_uring_enter calls made by the loop
+  std::atomic<uint64_t> bufferReleases{0};  // idle releases of the I/O buffers
 };
 
 struct QueueSnapshot {
-  uint64_t ops, bytesRead, bytesWritten, errors, enters;
+  uint64_t ops, bytesRead, bytesWritten, errors, enters, bufferReleases;
   int tid;
   unsigned ringFlags;
+  // Set once the queue thread has stopped serving on an error of its own (not by a
+  // device stop): the device's I/O then fails. Empty while the queue is healthy.
+  std::optional<SysError> failure;
 };
 
 class Queue {
@@ -54,8 +59,12 @@ class Queue {
 
   // Starts the thread and waits until it has fetched every tag (or failed).
   std::optional<SysError> start();
-  // Waits for the thread to end; it ends once the kernel has aborted its commands.
+  // Waits for the thread to end; it ends once the kernel has aborted its commands,
+  // or after requestExit().
   void join();
+  // Asks the thread to stop serving now (through its ring), for when the kernel will
+  // not abort its commands (a failed STOP_DEV). Thread-safe.
+  void requestExit();
   QueueSnapshot snapshot() const;
 
   // --- for targets, on the queue thread ---
@@ -82,6 +91,10 @@ class Queue {
   void queuePendingCommits();
   void pollForCompletion();
   bool waitForEvents();
+  void armWake();
+  void releaseIdleBuffers();
+  void fail(SysError err);
+  void drainBackingIo();
 
   const DeviceSpec &spec_;
   const uint16_t qid_;
@@ -92,6 +105,20 @@ class Queue {
   io_uring ring_{};
   bool ringUp_ = false;
   unsigned ringFlags_ = 0;
+  // An eventfd whose read is always armed on the ring: writing it wakes the thread
+  // (requestExit) without signals.
+  int wakeFd_ = -1;
+  uint64_t wakeValue_ = 0;
+  std::atomic<bool> exitRequested_{false};
+  bool exiting_ = false;
+  // Releasing idle buffers is only safe where requests are delivered (and a WRITE's
+  // data copied into its buffer) inside io_uring_enter alone; see setup().
+  bool canReleaseBuffers_ = false;
+  // Test hook (UBLOOP_INJECT_QUEUE_FAULT=ERRNO:N): the Nth wait of the loop fails
+  // with ERRNO, as if io_uring_enter had returned it.
+  int faultErrno_ = 0;
+  uint64_t faultAfterWaits_ = 0;
+  uint64_t waits_ = 0;
   ublksrv_io_desc *descs_ = nullptr;
   size_t descBytes_ = 0;
   char *buffers_ = nullptr;
@@ -118,6 +145,9 @@ class Queue {
   std::condition_variable readyCv_;
   bool readyReported_ = false;
   std::optional<SysError> readyError_;
+
+  mutable std::mutex failureMutex_;
+  std::optional<SysError> failure_;
 };
 
 }  // namespace ubloop

@@ -1,6 +1,7 @@
 // The loop target: each ublk op becomes one SQE on the backing file, on the queue's
-// own ring. Short reads and writes continue where they stopped; -EAGAIN is retried;
-// a read that hits the end of the image reads zeros from there on.
+// own ring. Short reads and writes continue where they stopped; -EAGAIN/-EINTR are
+// retried a bounded number of times (then the request fails with -EIO); a read that
+// hits the end of the image reads zeros from there on.
 #include <fcntl.h>
 #include <linux/falloc.h>
 
@@ -15,6 +16,12 @@ namespace {
 
 // A pseudo op, beyond the ublk ops: WRITE_ZEROES retried as a hole punch.
 constexpr uint8_t kWriteZeroesByPunch = 0x80;
+
+// -EAGAIN/-EINTR from a backing I/O are retried, from the second retry on through
+// io-wq (IOSQE_ASYNC), where the I/O may block. A descriptor that keeps answering
+// EAGAIN (O_NONBLOCK on a filesystem without non-blocking I/O, which bind refuses)
+// would otherwise spin the queue thread forever.
+constexpr uint8_t kMaxRetries = 8;
 
 uint64_t bytesOf(const ublksrv_io_desc &d) { return uint64_t(d.nr_sectors) << 9; }
 uint64_t fileOffset(const Queue &q, const ublksrv_io_desc &d) { return q.spec().offset + (d.start_sector << 9); }
@@ -53,6 +60,7 @@ void issue(Queue &q, uint16_t tag, uint8_t op) {
       io_uring_prep_fallocate(s, Queue::kBackingFile, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
       break;
   }
+  if (slot.retries > 1) s->flags |= IOSQE_ASYNC;
   q.issueBacking(s, tag, op);
 }
 
@@ -84,8 +92,11 @@ void loopBackingDone(Queue &q, uint16_t tag, uint8_t op, int res) {
   IoSlot &slot = q.slot(tag);
   const uint64_t len = bytesOf(d);
   if (res == -EAGAIN || res == -EINTR) {
-    issue(q, tag, op);
-    return;
+    if (++slot.retries <= kMaxRetries) {
+      issue(q, tag, op);
+      return;
+    }
+    res = -EIO;
   }
   switch (op) {
     case UBLK_IO_OP_READ:

@@ -13,6 +13,15 @@
 #ifndef UBLK_CMD_GET_FEATURES
 #define UBLK_CMD_GET_FEATURES 0x13
 #endif
+// Linux 6.16+: new size (in 512-byte sectors) in data[0]; needs UBLK_F_UPDATE_SIZE.
+#ifndef UBLK_CMD_UPDATE_SIZE
+#define UBLK_CMD_UPDATE_SIZE 0x15
+#endif
+// Linux 6.19+: STOP_DEV only if nobody has the disk open (else EBUSY); needs
+// UBLK_F_SAFE_STOP_DEV.
+#ifndef UBLK_CMD_TRY_STOP_DEV
+#define UBLK_CMD_TRY_STOP_DEV 0x17
+#endif
 
 #ifndef UBLK_F_UNPRIVILEGED_DEV
 #define UBLK_F_UNPRIVILEGED_DEV (1ULL << 5)
@@ -37,6 +46,12 @@
 #endif
 #ifndef UBLK_F_QUIESCE
 #define UBLK_F_QUIESCE (1ULL << 12)
+#endif
+#ifndef UBLK_F_PER_IO_DAEMON
+#define UBLK_F_PER_IO_DAEMON (1ULL << 13)
+#endif
+#ifndef UBLK_F_SAFE_STOP_DEV
+#define UBLK_F_SAFE_STOP_DEV (1ULL << 17)
 #endif
 
 namespace ubloop::abi {

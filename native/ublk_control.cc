@@ -41,6 +41,8 @@ const char *opName(unsigned nr) {
     case UBLK_CMD_START_USER_RECOVERY: return "START_USER_RECOVERY";
     case UBLK_CMD_END_USER_RECOVERY: return "END_USER_RECOVERY";
     case UBLK_CMD_GET_FEATURES: return "GET_FEATURES";
+    case UBLK_CMD_UPDATE_SIZE: return "UPDATE_SIZE";
+    case UBLK_CMD_TRY_STOP_DEV: return "TRY_STOP_DEV";
     default: return "UBLK_CMD";
   }
 }
@@ -169,6 +171,14 @@ Result<Unit> UblkControl::start(uint32_t id, int serverPid) {
 }
 
 Result<Unit> UblkControl::stop(uint32_t id) { return run(id, UBLK_CMD_STOP_DEV, makeCmd(id)); }
+
+Result<Unit> UblkControl::tryStop(uint32_t id) { return run(id, UBLK_CMD_TRY_STOP_DEV, makeCmd(id)); }
+
+Result<Unit> UblkControl::updateSize(uint32_t id, uint64_t bytes) {
+  ublksrv_ctrl_cmd cmd = makeCmd(id);
+  cmd.data[0] = bytes >> 9;
+  return run(id, UBLK_CMD_UPDATE_SIZE, cmd);
+}
 
 Result<Unit> UblkControl::remove(uint32_t id) { return run(id, UBLK_CMD_DEL_DEV, makeCmd(id)); }
 

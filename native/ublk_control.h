@@ -41,6 +41,10 @@ class UblkControl {
   static Result<ublksrv_ctrl_dev_info> getInfo(uint32_t id);
   static Result<Unit> start(uint32_t id, int serverPid);
   static Result<Unit> stop(uint32_t id);
+  // STOP_DEV unless the disk is open (EBUSY); devices with UBLK_F_SAFE_STOP_DEV.
+  static Result<Unit> tryStop(uint32_t id);
+  // New device size in bytes (a multiple of 512); devices with UBLK_F_UPDATE_SIZE.
+  static Result<Unit> updateSize(uint32_t id, uint64_t bytes);
   static Result<Unit> remove(uint32_t id);
   static Result<Unit> startRecovery(uint32_t id);
   static Result<Unit> endRecovery(uint32_t id, int serverPid);

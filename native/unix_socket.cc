@@ -108,6 +108,25 @@ bool isHandlers(const Napi::Value &v) {
   return o.Get("data").IsFunction() && o.Get("close").IsFunction();
 }
 
+// Reads handlers.data and handlers.close once each (a getter may answer differently on
+// every read, so what is checked must be what is kept).
+bool readHandlers(const Napi::Value &v, Napi::Function &data, Napi::Function &close) {
+  if (!v.IsObject()) return false;
+  Napi::Object o = v.As<Napi::Object>();
+  Napi::Value d = o.Get("data");
+  if (d.IsEmpty() || !d.IsFunction()) return false;  // empty: a getter threw
+  Napi::Value c = o.Get("close");
+  if (c.IsEmpty() || !c.IsFunction()) return false;
+  data = d.As<Napi::Function>();
+  close = c.As<Napi::Function>();
+  return true;
+}
+
+// Throws a TypeError unless an exception (e.g. from a handler getter) is already pending.
+void throwType(Napi::Env env, const char *message) {
+  if (!env.IsExceptionPending()) Napi::TypeError::New(env, message).ThrowAsJavaScriptException();
+}
+
 void closeAll(std::vector<int> &fds) {
   for (int fd : fds) ::close(fd);
   fds.clear();
@@ -133,28 +152,36 @@ class Connection : public Napi::ObjectWrap<Connection>, public Closable {
                        });
   }
 
-  // new NativeUnixConnection(External<ConnectionInit>, handlers): takes ownership of the fd.
+  // new NativeUnixConnection(External<ConnectionInit>, handlers): takes ownership of the
+  // fd, so every way out that does not open the connection closes it.
   explicit Connection(const Napi::CallbackInfo &cb) : Napi::ObjectWrap<Connection>(cb) {
     Napi::Env env = cb.Env();
-    if (cb.Length() != 2 || !cb[0].IsExternal() || !isHandlers(cb[1])) {
-      Napi::TypeError::New(env, "NativeUnixConnection is created by listenUnix() or connectUnix()")
-          .ThrowAsJavaScriptException();
+    if (cb.Length() < 1 || !cb[0].IsExternal()) {
+      throwType(env, "NativeUnixConnection is created by listenUnix() or connectUnix()");
       return;
     }
     const ConnectionInit &init = *cb[0].As<Napi::External<ConnectionInit>>().Data();
     socketEnv_ = init.socketEnv;
     fd_ = init.fd;
     peer_ = init.peer;
-    Napi::Object handlers = cb[1].As<Napi::Object>();
-    onData_ = Napi::Persistent(handlers.Get("data").As<Napi::Function>());
-    onClose_ = Napi::Persistent(handlers.Get("close").As<Napi::Function>());
+    Napi::Function data, close;
+    if (cb.Length() != 2 || !readHandlers(cb[1], data, close)) {
+      abandon();
+      throwType(env, "NativeUnixConnection: handlers must be {data, close} functions");
+      return;
+    }
+    onData_ = Napi::Persistent(data);
+    onClose_ = Napi::Persistent(close);
     context_ = std::make_unique<Napi::AsyncContext>(env, "UbloopUnixConnection", cb.This().As<Napi::Object>());
+    if (env.IsExceptionPending()) {
+      abandon();
+      return;
+    }
     poller_ = Poller::start(socketEnv_->loop, fd_, [this](int status, int events) { ready(status, events); });
     if (!poller_) {
-      ::close(fd_);
-      fd_ = -1;
-      closed_ = true;
-      makeError(env, SysError::from(errno, "uv_poll_init")).ThrowAsJavaScriptException();
+      const int err = errno;
+      abandon();
+      makeError(env, SysError::from(err, "uv_poll_init")).ThrowAsJavaScriptException();
       return;
     }
     poller_->closed = [this] { closed(); };
@@ -184,6 +211,13 @@ class Connection : public Napi::ObjectWrap<Connection>, public Closable {
   };
 
   Napi::Value peer(const Napi::CallbackInfo &cb) { return peerObject(cb.Env(), peer_); }
+
+  // The constructor failed before the connection was opened: close the fd it was given.
+  void abandon() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    closed_ = true;
+  }
 
   // write(data, fds?): queue and send what the socket takes now. Ignored once closed
   // or ended, like writing to a destroyed stream.
@@ -404,20 +438,31 @@ class Server : public Napi::ObjectWrap<Server>, public Closable {
                        });
   }
 
-  // new NativeUnixServer(External<ServerInit>, onConnection, handlers): owns the fd.
+  // new NativeUnixServer(External<ServerInit>, onConnection, handlers): owns the fd (and
+  // the bound path), so every way out that does not open the server closes (and unlinks) them.
   explicit Server(const Napi::CallbackInfo &cb) : Napi::ObjectWrap<Server>(cb) {
     Napi::Env env = cb.Env();
-    if (cb.Length() != 3 || !cb[0].IsExternal() || !cb[1].IsFunction() || !isHandlers(cb[2])) {
-      Napi::TypeError::New(env, "NativeUnixServer is created by listenUnix()").ThrowAsJavaScriptException();
+    if (cb.Length() < 1 || !cb[0].IsExternal()) {
+      throwType(env, "NativeUnixServer is created by listenUnix()");
       return;
     }
     const ServerInit &init = *cb[0].As<Napi::External<ServerInit>>().Data();
     socketEnv_ = init.socketEnv;
     fd_ = init.fd;
     path_ = init.path;
+    Napi::Function data, close;
+    if (cb.Length() != 3 || !cb[1].IsFunction() || !readHandlers(cb[2], data, close)) {
+      shut();
+      throwType(env, "NativeUnixServer: listenUnix(path, mode, onConnection, {data, close}) needs functions");
+      return;
+    }
     onConnection_ = Napi::Persistent(cb[1].As<Napi::Function>());
     handlers_ = Napi::Persistent(cb[2].As<Napi::Object>());
     context_ = std::make_unique<Napi::AsyncContext>(env, "UbloopUnixServer", cb.This().As<Napi::Object>());
+    if (env.IsExceptionPending()) {
+      shut();
+      return;
+    }
     poller_ = Poller::start(socketEnv_->loop, fd_, [this](int status, int) {
       if (status == 0) accept();
     });

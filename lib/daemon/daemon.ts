@@ -52,6 +52,8 @@ export class Daemon {
   #admin: UnixServer | null = null;
   #sweeper: NodeJS.Timeout | null = null;
   #sweeping = false;
+  /** ublk ids whose failure the log has told already. */
+  readonly #failuresSaid = new Set<number>();
   #restoring = false;
   #cuseMissingSaid = false;
   #stopping: Promise<void> | null = null;
@@ -234,6 +236,11 @@ export class Daemon {
     if (this.#sweeping || this.#stopping) return;
     this.#sweeping = true;
     try {
+      for (const e of this.manager.instances().flatMap((i) => i.entries())) {
+        if (e.failure === null || e.ublkId === null || this.#failuresSaid.has(e.ublkId)) continue;
+        this.#failuresSaid.add(e.ublkId);
+        log(`${e.instance}/loop${e.index} (${e.ublkPath ?? ''}) failed: ${e.failure}; its I/O fails with EIO until it is detached`);
+      }
       for (const d of await this.manager.sweep(this.options.autoclearGraceMs)) {
         log(`auto-detached ${d.instance}/loop${d.index}`);
       }

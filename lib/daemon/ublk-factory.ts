@@ -41,6 +41,7 @@ export const ublkFactory: DeviceFactory = async (spec) => {
     // the looks first; the exclusive-open probe only when asked for, and last
     isBusy: (check) => ublkDiskBusy(device.id, numbers.major, numbers.minor) || (check?.exclusive === true && ublkDiskClaimed(device.id)),
     stop: () => device.stop(),
+    failure: () => device.failure(),
   };
   return bound;
 };

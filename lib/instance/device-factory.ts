@@ -29,6 +29,8 @@ export interface BoundDevice {
   isBusy(check?: BusyCheck): boolean;
   /** Stops and deletes the device; idempotent. */
   stop(): Promise<void>;
+  /** Why the device stopped serving (a queue failed; its I/O fails), or null. */
+  failure(): string | null;
 }
 
 export interface BindSpec {

@@ -410,6 +410,7 @@ export class Instance {
       size: b ? b.device.size : null,
       options: b ? { ...b.options } : null,
       detachPending: b?.detachPending ?? false,
+      failure: b ? b.device.failure() : null,
     };
   }
 

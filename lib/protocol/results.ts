@@ -31,4 +31,6 @@ export interface DeviceEntry {
   options: BindOptions | null;
   /** Unbind is waiting for the device to be released (lazy detach or autoclear). */
   detachPending: boolean;
+  /** Why the device stopped serving (a queue thread failed; its I/O fails with EIO), or null. */
+  failure: string | null;
 }

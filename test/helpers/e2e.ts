@@ -186,7 +186,9 @@ export interface ServerStats {
   bytesWritten: number;
   errors: number;
   ringEnters: number;
-  queues: { queue: number; ops: number; threadId: number; ringFlags: number }[];
+  bufferReleases: number;
+  failed: boolean;
+  queues: { queue: number; ops: number; threadId: number; ringFlags: number; failure: string | null }[];
 }
 
 /**
@@ -194,8 +196,11 @@ export interface ServerStats {
  * line is printed). The teardown stops the server and makes sure nothing is left; a
  * device that outlives its server fails the test and is deleted through the addon.
  */
-export async function serve(t: TestLike, args: string[], startMs = 60_000): Promise<Server> {
-  const proc = spawn(process.execPath, [CLI, 'serve', ...args, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+export async function serve(t: TestLike, args: string[], startMs = 60_000, env: NodeJS.ProcessEnv = {}): Promise<Server> {
+  const proc = spawn(process.execPath, [CLI, 'serve', ...args, '--json'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
   let stderr = '';
   let out = '';
   const lines: string[] = [];
@@ -282,15 +287,22 @@ export async function serve(t: TestLike, args: string[], startMs = 60_000): Prom
     throw new Error(`ubloop serve --json printed a line that is not JSON: ${line}`);
   }
 
+  const nextLine = () => new Promise<string>((r) => waiters.push(r));
   const stats = async (): Promise<ServerStats> => {
-    const next = new Promise<string>((r) => waiters.push(r));
+    let next = nextLine();
     proc.kill('SIGUSR1');
     let tm: NodeJS.Timeout | undefined;
-    const l = await Promise.race([
-      next,
-      new Promise<never>((_, reject) => (tm = setTimeout(() => reject(new Error('no stats line within 10 s of SIGUSR1')), 10_000))),
-    ]).finally(() => clearTimeout(tm));
-    return (JSON.parse(l) as { stats: ServerStats }).stats;
+    const timeout = new Promise<never>((_, reject) => (tm = setTimeout(() => reject(new Error('no stats line within 10 s of SIGUSR1')), 10_000)));
+    try {
+      // Other lines (a failure notice) may come first.
+      for (;;) {
+        const parsed = JSON.parse(await Promise.race([next, timeout])) as { stats?: ServerStats };
+        if (parsed.stats) return parsed.stats;
+        next = nextLine();
+      }
+    } finally {
+      clearTimeout(tm);
+    }
   };
 
   return { info, proc, stderr: () => stderr, lines, exited, stop, stats };

@@ -40,6 +40,7 @@ class FakeUblk {
         return claimed.has(id);
       },
       stop: async () => { live.delete(id); },
+      failure: () => null,
     };
   };
 }

@@ -1,8 +1,8 @@
 // The native unix stream sockets the daemon's control and instance sockets run on: a
 // round trip, the peer's credentials, descriptors passed with SCM_RIGHTS, large and
 // many writes, hang-ups and errors.
-import t from 'tap';
-import { closeSync, existsSync, openSync, readFileSync, statSync, writeSync, mkdtempSync, rmSync } from 'node:fs';
+import t, { type Test } from 'tap';
+import { closeSync, existsSync, openSync, readFileSync, readdirSync, statSync, writeSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
@@ -321,4 +321,84 @@ t.test('a server out of descriptors hangs up on the waiting client instead of sp
   t.equal(child.exitCode, null, 'the server process is still alive');
   t.notMatch(out, /accepted/, 'no connection object was made for it');
   conn.destroy();
+});
+
+const openFds = () => readdirSync('/proc/self/fd').length;
+
+/** The open-descriptor count once earlier tests' sockets (closed on later loop turns) are gone. */
+async function settledFds(): Promise<number> {
+  let last = openFds();
+  for (let i = 0; i < 50; i++) {
+    await tick();
+    const now = openFds();
+    if (now === last) return now;
+    last = now;
+  }
+  return last;
+}
+
+/** Fails when the count grew (by how much, in the message). */
+function noGrowth(t: Test, before: number, what: string): void {
+  const grown = openFds() - before;
+  t.ok(grown <= 0, `${what}: ${grown > 0 ? `${grown} descriptors leaked` : 'none left behind'}`);
+}
+
+/** Handlers that pass the first check (in connectUnix/listenUnix) and fail the next one (in the constructor). */
+function handlersThatTurnBad(): NativeUnixHandlers {
+  let reads = 0;
+  const rec = new Recorder();
+  return {
+    get data() {
+      return reads++ === 0 ? rec.data : (undefined as unknown as NativeUnixHandlers['data']);
+    },
+    close: rec.close,
+  };
+}
+
+t.test('a connection whose handlers fail validation closes its descriptor', async (t) => {
+  const path = sockPath();
+  const { server, accepted } = serve(path);
+  const before = await settledFds();
+  for (let i = 0; i < 50; i++) {
+    t.throws(() => native().connectUnix(path, handlersThatTurnBad()), TypeError);
+  }
+  // the server side is ours too: let it accept every client, then close those
+  for (let i = 0; i < 250 && accepted.length < 50; i++) await tick();
+  t.equal(accepted.length, 50, 'the server accepted each client');
+  for (const c of accepted.splice(0)) c.destroy();
+  noGrowth(t, before, 'descriptors');
+  server.close();
+});
+
+t.test('a server whose handlers fail validation closes its socket', async (t) => {
+  const before = await settledFds();
+  for (let i = 0; i < 50; i++) {
+    const path = sockPath();
+    t.throws(() => native().listenUnix(path, 0o600, () => {}, handlersThatTurnBad()), TypeError);
+    t.notOk(existsSync(path), 'its path is removed');
+  }
+  noGrowth(t, before, 'descriptors');
+});
+
+t.test('a connection accepted with handlers that went bad is closed, not leaked', async (t) => {
+  const path = sockPath();
+  const handlers: { data?: NativeUnixHandlers['data']; close: NativeUnixHandlers['close'] } = { ...new Recorder() };
+  let accepts = 0;
+  const server = native().listenUnix(path, 0o600, () => accepts++, handlers as NativeUnixHandlers);
+  delete handlers.data; // checked again for each accepted connection
+  const before = await settledFds();
+  const clients: Recorder[] = [];
+  const conns: NativeUnixConnection[] = [];
+  for (let i = 0; i < 50; i++) {
+    const rec = new Recorder();
+    clients.push(rec);
+    conns.push(native().connectUnix(path, rec));
+  }
+  await Promise.race([Promise.all(clients.map((c) => c.closed)), new Promise((r) => setTimeout(r, 5000))]);
+  await tick();
+  t.equal(accepts, 0, 'no connection object was made');
+  t.equal(clients.filter((c) => c.closeCalls === 1).length, 50, 'every client was hung up on');
+  noGrowth(t, before, 'descriptors on either side');
+  for (const c of conns) c.destroy();
+  server.close();
 });

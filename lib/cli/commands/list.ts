@@ -63,7 +63,7 @@ async function handler(args: ArgumentsCamelCase<ListArgs>): Promise<void> {
   for (const e of entries) {
     const flags = [e.options?.readOnly ? 'ro' : '', e.options?.directIo ? 'dio' : '', e.options?.autoclear ? 'autoclear' : '', e.detachPending ? 'detach-pending' : '']
       .filter(Boolean).join(',');
-    rows.push([e.instance, String(e.index), e.state, e.path ?? '-', e.ublkPath ?? '-', e.size === null ? '-' : formatSize(e.size), flags || '-', e.backing?.path ?? '-']);
+    rows.push([e.instance, String(e.index), e.failure ? 'failed' : e.state, e.path ?? '-', e.ublkPath ?? '-', e.size === null ? '-' : formatSize(e.size), flags || '-', e.backing?.path ?? '-']);
   }
   process.stdout.write(table(rows));
 }

@@ -83,18 +83,18 @@ async function toOptions(args: ServeArgs): Promise<DeviceOptions> {
   };
 }
 
-/** Waits for SIGINT/SIGTERM/SIGHUP; SIGUSR1 prints stats. Installed before the device exists. */
-function signals(onStats: () => void): { stopped: Promise<NodeJS.Signals>; dispose: () => void } {
+/** Waits for SIGINT/SIGTERM/SIGHUP; SIGUSR1 prints stats; `tick` runs every second. Installed before the device exists. */
+function signals(onStats: () => void, tick: () => void): { stopped: Promise<NodeJS.Signals>; dispose: () => void } {
   let resolve: (s: NodeJS.Signals) => void = () => {};
   const stopped = new Promise<NodeJS.Signals>((r) => (resolve = r));
   const stop = (s: NodeJS.Signals) => resolve(s);
-  const keepAlive = setInterval(() => {}, 1 << 30);
+  const ticker = setInterval(tick, 1000);
   for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(s, stop);
   process.on('SIGUSR1', onStats);
   return {
     stopped,
     dispose: () => {
-      clearInterval(keepAlive);
+      clearInterval(ticker);
       process.off('SIGUSR1', onStats);
       // Later signals are ignored while the device stops; the process exits after.
       for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.off(s, stop).on(s, () => {});
@@ -106,20 +106,32 @@ async function handler(args: ArgumentsCamelCase<ServeArgs>): Promise<void> {
   const { createDevice } = await import('../../device.js');
   const { printJson } = await import('../output.js');
   let device: Device | undefined;
+  let failure: string | null = null;
+  // A queue thread that failed leaves a device whose I/O fails: say so once, on
+  // stderr and (with --json) as a JSON line, and exit non-zero when stopped.
+  const checkHealth = () => {
+    if (!device || failure !== null) return;
+    failure = device.failure();
+    if (failure === null) return;
+    process.stderr.write(`ubloop: ${device.path} failed: ${failure}; its I/O fails with EIO until it is stopped\n`);
+    if (args.json) printJson({ failed: { id: device.id, path: device.path, failure } });
+  };
   const sig = signals(() => {
     if (device) printJson({ stats: device.stats() });
-  });
+  }, checkHealth);
   try {
     const options = await toOptions(args);
     device = await createDevice(options);
     if (args.json) printJson(device.info());
     else process.stdout.write(`${device.path}\n`);
     const signal = await sig.stopped;
+    checkHealth();
     process.stderr.write(`ubloop: ${signal}: stopping ${device.path}\n`);
   } finally {
     sig.dispose();
     await device?.stop();
   }
+  if (failure !== null) process.exitCode = 1;
 }
 
 export const serveCommand: CommandModule<object, ServeArgs> = {
