@@ -4,6 +4,7 @@ import { closeSync, constants as fsConstants, fstatSync, openSync, readFileSync,
 import { splitDev } from './devnum.js';
 import { UbloopError, invalid, isSystemError } from './errors.js';
 import { checkOptions, loopDeviceSize, type CheckedOptions, type DeviceOptions, type Scheduler } from './device-options.js';
+import { filesystemSize } from './filesystem-size.js';
 import { flagNames, readScheduler } from './kernel.js';
 import { native, type NativeDevice } from './native.js';
 
@@ -30,6 +31,8 @@ export interface DeviceInfo {
   flags: string[];
   /** How commands were encoded: 'legacy' (Linux 6.1) or 'ioctl'. */
   encoding: 'legacy' | 'ioctl';
+  /** How request data moves between the kernel and the image: the kernel copies it into the queue's buffers. */
+  dataPath: 'kernel-copy';
   /** Active I/O scheduler of the disk, or null if unknown. */
   scheduler: string | null;
   serverPid: number;
@@ -84,6 +87,11 @@ export class Device {
     return this.#stopping !== undefined;
   }
 
+  /** The disk's size in bytes now (resize() changes it). */
+  get size(): number {
+    return this.#native.info().size;
+  }
+
   info(): DeviceInfo {
     const n = this.#native.info();
     let scheduler: string | null = null;
@@ -109,6 +117,7 @@ export class Device {
       state: n.removed ? 'dead' : n.state,
       flags: flagNames(n.flags),
       encoding: n.encoding,
+      dataPath: 'kernel-copy',
       scheduler,
       serverPid: n.serverPid,
       failure: this.failure(),
@@ -142,10 +151,62 @@ export class Device {
     return null;
   }
 
-  /** Removes the disk (in-flight I/O completes first) and deletes the ublk device. */
-  stop(): Promise<void> {
+  /**
+   * Removes the disk (in-flight I/O completes first) and deletes the ublk device.
+   * With ifUnused, the kernel itself refuses (EBUSY, and the device stays) while
+   * anyone has the disk open or mounted: devices granted UBLK_F_SAFE_STOP_DEV only
+   * (see canStopIfUnused).
+   */
+  async stop(options: { ifUnused?: boolean } = {}): Promise<void> {
+    if (options.ifUnused && this.#stopping === undefined) {
+      await this.#native.remove({ onlyIfUnused: true });
+      this.#stopping = Promise.resolve();
+    }
     this.#stopping ??= this.#native.remove();
     return this.#stopping;
+  }
+
+  /** Whether stop({ ifUnused: true }) is available: the kernel granted UBLK_F_SAFE_STOP_DEV. */
+  get canStopIfUnused(): boolean {
+    return flagNames(this.#native.info().flags).includes('UBLK_F_SAFE_STOP_DEV');
+  }
+
+  /**
+   * Changes the disk's size, like `losetup -c`: to `bytes`, or by default to what the
+   * image now holds (after the offset, within the size limit), rounded down to the
+   * block size. Needs a kernel that granted UBLK_F_UPDATE_SIZE (Linux 6.16+).
+   * Resolves with the new size.
+   */
+  async resize(bytes?: number): Promise<number> {
+    const n = this.#native.info();
+    const o = this.#options;
+    if (!flagNames(n.flags).includes('UBLK_F_UPDATE_SIZE')) {
+      throw new UbloopError('EOPNOTSUPP', `${this.path} cannot be resized: this kernel's ublk lacks UPDATE_SIZE (UBLK_F_UPDATE_SIZE, Linux 6.16+)`);
+    }
+    if (n.imageSize === null) throw invalid(`${this.path} has no image to take a size from (null target)`);
+    const room = n.imageSize - o.offset;
+    if (room <= 0) throw invalid(`the image of ${this.path} (${n.imageSize} bytes) ends before the offset ${o.offset}`);
+    let size = Math.min(room, o.sizeLimit > 0 ? o.sizeLimit : room);
+    if (bytes !== undefined) {
+      if (!Number.isInteger(bytes) || bytes <= 0) throw invalid(`size must be a positive number of bytes, got ${String(bytes)}`);
+      if (bytes > size) {
+        throw invalid(`size ${bytes} is larger than the ${size} bytes the image holds${o.offset ? ` after offset ${o.offset}` : ''}${o.sizeLimit ? ` within the size limit ${o.sizeLimit}` : ''}`);
+      }
+      size = bytes;
+    }
+    size -= size % o.blockSize;
+    if (size === 0) throw invalid(`${this.path} would have no whole block of ${o.blockSize} bytes left`);
+    if (size < n.size) {
+      const fs = filesystemSize(this.path);
+      if (fs !== null && fs.bytes > size) {
+        throw new UbloopError(
+          'EBUSY',
+          `${this.path} holds an ${fs.type} filesystem of ${fs.bytes} bytes; shrinking the device to ${size} bytes would cut it short (shrink the filesystem first)`,
+        );
+      }
+    }
+    await this.#native.resize(size);
+    return size;
   }
 }
 

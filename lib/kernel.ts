@@ -1,7 +1,7 @@
 // What the running kernel's ublk can do, in words a user can act on.
 import { existsSync, readFileSync } from 'node:fs';
 import { release } from 'node:os';
-import { native, type NativeConstants } from './native.js';
+import { native } from './native.js';
 
 export interface KernelFeatures {
   kernel: string;
@@ -9,8 +9,12 @@ export interface KernelFeatures {
   /** Why ublk is unusable, with what to do about it; null when available. */
   problem: string | null;
   encoding: 'legacy' | 'ioctl';
-  /** GET_FEATURES answer as flag names, or null when the kernel has no GET_FEATURES (Linux < 6.5). */
+  /** GET_FEATURES answer as flag names ("bit N" for one ubloop does not know), or null when the kernel has no GET_FEATURES (Linux < 6.5). */
   features: string[] | null;
+  /** The same answer as a hex number, or null. */
+  featureBits: string | null;
+  /** ublk parameter types ubloop sets on its devices (UBLK_PARAM_TYPE_*). */
+  parameterTypes: string[];
   /** Whether the kernel offers each optional path ubloop can use. */
   paths: {
     ioctlEncoding: boolean;
@@ -21,26 +25,17 @@ export interface KernelFeatures {
   };
 }
 
-const FLAG_NAMES = [
-  'UBLK_F_SUPPORT_ZERO_COPY',
-  'UBLK_F_URING_CMD_COMP_IN_TASK',
-  'UBLK_F_NEED_GET_DATA',
-  'UBLK_F_USER_RECOVERY',
-  'UBLK_F_USER_RECOVERY_REISSUE',
-  'UBLK_F_UNPRIVILEGED_DEV',
-  'UBLK_F_CMD_IOCTL_ENCODE',
-  'UBLK_F_USER_COPY',
-  'UBLK_F_ZONED',
-  'UBLK_F_USER_RECOVERY_FAIL_IO',
-  'UBLK_F_UPDATE_SIZE',
-  'UBLK_F_AUTO_BUF_REG',
-  'UBLK_F_QUIESCE',
-] as const satisfies readonly (keyof NativeConstants)[];
-
-/** Names of the UBLK_F_* bits set in flags. */
+/**
+ * Names of the UBLK_F_* bits set in flags, from the addon's flag table; a bit the
+ * table does not know (a newer kernel's) is named "bit N".
+ */
 export function flagNames(flags: bigint): string[] {
-  const c = native().constants;
-  return FLAG_NAMES.filter((name) => (flags & c[name]) !== 0n);
+  const known = new Map(native().ublkFlags.map(([name, bit]) => [bit, name]));
+  const names: string[] = [];
+  for (let bit = 0; bit < 64; bit++) {
+    if ((flags >> BigInt(bit)) & 1n) names.push(known.get(bit) ?? `bit ${bit}`);
+  }
+  return names;
 }
 
 export function ublkProblem(controlError: string | null): string {
@@ -65,6 +60,8 @@ export function kernelFeatures(): KernelFeatures {
     problem: k.present ? null : ublkProblem(k.controlError),
     encoding: k.encoding,
     features,
+    featureBits: k.features === null ? null : `0x${k.features.toString(16)}`,
+    parameterTypes: ['basic', 'discard'],
     paths: {
       ioctlEncoding: k.encoding === 'ioctl',
       userCopy: has('UBLK_F_USER_COPY'),

@@ -6,7 +6,9 @@
 // The declarations for this module are hand-written in native/index.d.ts: keep them in
 // step with the exports below.
 #include <napi.h>
+#include <sys/stat.h>
 
+#include <cmath>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -17,6 +19,7 @@
 #include "errors.h"
 #include "js_error.h"
 #include "ublk_control.h"
+#include "ublk_flags.h"
 #include "unix_socket.h"
 
 namespace ubloop {
@@ -83,6 +86,7 @@ class NativeDevice : public Napi::ObjectWrap<NativeDevice> {
                            InstanceMethod<&NativeDevice::info>("info"),
                            InstanceMethod<&NativeDevice::stats>("stats"),
                            InstanceMethod<&NativeDevice::remove>("remove"),
+                           InstanceMethod<&NativeDevice::resize>("resize"),
                        });
   }
 
@@ -102,7 +106,10 @@ class NativeDevice : public Napi::ObjectWrap<NativeDevice> {
     Napi::Object o = infoObject(env, device_->info());
     const DeviceSpec &s = device_->spec();
     o.Set("target", s.target == TargetKind::Null ? "null" : "loop");
-    o.Set("size", Napi::Number::New(env, double(s.size)));
+    o.Set("size", Napi::Number::New(env, double(device_->size())));
+    struct stat st {};
+    const bool image = s.backingFd >= 0 && fstat(s.backingFd, &st) == 0;
+    o.Set("imageSize", image ? Napi::Value(Napi::Number::New(env, double(st.st_size))) : env.Null());
     o.Set("offset", Napi::Number::New(env, double(s.offset)));
     o.Set("blockSize", s.blockSize);
     o.Set("readOnly", s.readOnly);
@@ -134,6 +141,7 @@ class NativeDevice : public Napi::ObjectWrap<NativeDevice> {
   }
 
   Napi::Value remove(const Napi::CallbackInfo &cb);
+  Napi::Value resize(const Napi::CallbackInfo &cb);
 
   std::shared_ptr<Device> device_;
 };
@@ -175,22 +183,48 @@ Napi::Value startJob(Napi::Env env, Args &&...args) {
 
 class RemoveJob : public PromiseJob {
  public:
-  RemoveJob(Napi::Env env, std::shared_ptr<Device> d)
-      : PromiseJob(env), device_(std::move(d)), registry_(addonData(env).registry) {}
+  RemoveJob(Napi::Env env, std::shared_ptr<Device> d, bool onlyIfUnused)
+      : PromiseJob(env), device_(std::move(d)), registry_(addonData(env).registry), onlyIfUnused_(onlyIfUnused) {}
 
  protected:
   std::optional<SysError> work() override {
-    auto err = device_->remove();
-    registry_.forget(device_);
+    auto err = device_->remove(onlyIfUnused_);
+    if (device_->removed()) registry_.forget(device_);
     return err;
   }
 
  private:
   std::shared_ptr<Device> device_;
   Registry &registry_;
+  bool onlyIfUnused_;
 };
 
-Napi::Value NativeDevice::remove(const Napi::CallbackInfo &cb) { return startJob<RemoveJob>(cb.Env(), device_); }
+Napi::Value NativeDevice::remove(const Napi::CallbackInfo &cb) {
+  const bool onlyIfUnused = cb.Length() > 0 && cb[0].IsObject() && cb[0].As<Napi::Object>().Get("onlyIfUnused").ToBoolean();
+  return startJob<RemoveJob>(cb.Env(), device_, onlyIfUnused);
+}
+
+class ResizeJob : public PromiseJob {
+ public:
+  ResizeJob(Napi::Env env, std::shared_ptr<Device> d, uint64_t bytes) : PromiseJob(env), device_(std::move(d)), bytes_(bytes) {}
+
+ protected:
+  std::optional<SysError> work() override { return device_->resize(bytes_); }
+
+ private:
+  std::shared_ptr<Device> device_;
+  uint64_t bytes_;
+};
+
+Napi::Value NativeDevice::resize(const Napi::CallbackInfo &cb) {
+  Napi::Env env = cb.Env();
+  if (cb.Length() < 1 || !cb[0].IsNumber() || cb[0].As<Napi::Number>().DoubleValue() <= 0 ||
+      std::fmod(cb[0].As<Napi::Number>().DoubleValue(), 512.0) != 0) {
+    Napi::RangeError::New(env, "resize: expected a positive size in bytes, a multiple of 512").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  return startJob<ResizeJob>(env, device_, uint64_t(cb[0].As<Napi::Number>().DoubleValue()));
+}
 
 class CreateJob : public PromiseJob {
  public:
@@ -364,23 +398,23 @@ Napi::Value removeAllDevicesSync(const Napi::CallbackInfo &cb) {
 Napi::Object constants(Napi::Env env) {
   Napi::Object c = Napi::Object::New(env);
   c.Set("UBLK_MAX_QUEUE_DEPTH", UBLK_MAX_QUEUE_DEPTH);
-  c.Set("UBLK_F_SUPPORT_ZERO_COPY", bigU64(env, UBLK_F_SUPPORT_ZERO_COPY));
-  c.Set("UBLK_F_URING_CMD_COMP_IN_TASK", bigU64(env, UBLK_F_URING_CMD_COMP_IN_TASK));
-  c.Set("UBLK_F_NEED_GET_DATA", bigU64(env, UBLK_F_NEED_GET_DATA));
-  c.Set("UBLK_F_USER_RECOVERY", bigU64(env, UBLK_F_USER_RECOVERY));
-  c.Set("UBLK_F_USER_RECOVERY_REISSUE", bigU64(env, UBLK_F_USER_RECOVERY_REISSUE));
-  c.Set("UBLK_F_UNPRIVILEGED_DEV", bigU64(env, UBLK_F_UNPRIVILEGED_DEV));
-  c.Set("UBLK_F_CMD_IOCTL_ENCODE", bigU64(env, UBLK_F_CMD_IOCTL_ENCODE));
-  c.Set("UBLK_F_USER_COPY", bigU64(env, UBLK_F_USER_COPY));
-  c.Set("UBLK_F_ZONED", bigU64(env, UBLK_F_ZONED));
-  c.Set("UBLK_F_USER_RECOVERY_FAIL_IO", bigU64(env, UBLK_F_USER_RECOVERY_FAIL_IO));
-  c.Set("UBLK_F_UPDATE_SIZE", bigU64(env, UBLK_F_UPDATE_SIZE));
-  c.Set("UBLK_F_AUTO_BUF_REG", bigU64(env, UBLK_F_AUTO_BUF_REG));
-  c.Set("UBLK_F_QUIESCE", bigU64(env, UBLK_F_QUIESCE));
   c.Set("IORING_SETUP_COOP_TASKRUN", IORING_SETUP_COOP_TASKRUN);
   c.Set("IORING_SETUP_SINGLE_ISSUER", IORING_SETUP_SINGLE_ISSUER);
   c.Set("IORING_SETUP_DEFER_TASKRUN", IORING_SETUP_DEFER_TASKRUN);
   return c;
+}
+
+// [[name, bit], ...] from native/ublk_flags.h.
+Napi::Array ublkFlags(Napi::Env env) {
+  Napi::Array out = Napi::Array::New(env, std::size(flags::kTable));
+  uint32_t i = 0;
+  for (const flags::Flag &f : flags::kTable) {
+    Napi::Array pair = Napi::Array::New(env, 2);
+    pair.Set(0u, f.name);
+    pair.Set(1u, f.bit);
+    out.Set(i++, pair);
+  }
+  return out;
 }
 
 Napi::Object init(Napi::Env env, Napi::Object exports) {
@@ -396,6 +430,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("deleteDevice", Napi::Function::New(env, deleteDevice, "deleteDevice"));
   exports.Set("removeAllDevicesSync", Napi::Function::New(env, removeAllDevicesSync, "removeAllDevicesSync"));
   exports.Set("constants", constants(env));
+  exports.Set("ublkFlags", ublkFlags(env));
   registerLoopControl(env, exports);
   registerUnixSocket(env, exports);
   return exports;

@@ -57,6 +57,8 @@ export interface NativeDeviceInfo extends NativeKernelDeviceInfo {
   blockSize: number;
   readOnly: boolean;
   encoding: 'legacy' | 'ioctl';
+  /** The image's size in bytes now (fstat of the device's own descriptor), or null for the null target. */
+  imageSize: number | null;
   /** remove() has completed. */
   removed: boolean;
 }
@@ -89,29 +91,25 @@ export declare class NativeDevice {
   readonly id: number;
   info(): NativeDeviceInfo;
   stats(): NativeQueueStats[];
-  /** STOP_DEV, join the queue threads, DEL_DEV. Idempotent. */
-  remove(): Promise<void>;
+  /**
+   * STOP_DEV, join the queue threads, DEL_DEV. Idempotent. With onlyIfUnused the
+   * kernel stops the device only if nobody has the disk open (TRY_STOP_DEV; rejects
+   * with EBUSY and changes nothing otherwise, EOPNOTSUPP without UBLK_F_SAFE_STOP_DEV).
+   */
+  remove(options?: { onlyIfUnused?: boolean }): Promise<void>;
+  /** UPDATE_SIZE: the disk's new size in bytes (a multiple of 512); EOPNOTSUPP without UBLK_F_UPDATE_SIZE. */
+  resize(bytes: number): Promise<void>;
 }
 
 export interface NativeConstants {
   UBLK_MAX_QUEUE_DEPTH: number;
-  UBLK_F_SUPPORT_ZERO_COPY: bigint;
-  UBLK_F_URING_CMD_COMP_IN_TASK: bigint;
-  UBLK_F_NEED_GET_DATA: bigint;
-  UBLK_F_USER_RECOVERY: bigint;
-  UBLK_F_USER_RECOVERY_REISSUE: bigint;
-  UBLK_F_UNPRIVILEGED_DEV: bigint;
-  UBLK_F_CMD_IOCTL_ENCODE: bigint;
-  UBLK_F_USER_COPY: bigint;
-  UBLK_F_ZONED: bigint;
-  UBLK_F_USER_RECOVERY_FAIL_IO: bigint;
-  UBLK_F_UPDATE_SIZE: bigint;
-  UBLK_F_AUTO_BUF_REG: bigint;
-  UBLK_F_QUIESCE: bigint;
   IORING_SETUP_COOP_TASKRUN: number;
   IORING_SETUP_SINGLE_ISSUER: number;
   IORING_SETUP_DEFER_TASKRUN: number;
 }
+
+/** One UBLK_F_* feature flag: its name as <linux/ublk_cmd.h> spells it, and its bit number. */
+export type NativeUblkFlag = readonly [name: `UBLK_F_${string}`, bit: number];
 
 // ---- CUSE loop-control (native/cuse_loop_control.cc) ----
 
@@ -198,6 +196,8 @@ export interface NativeBinding {
   /** Stops and deletes, synchronously, every device this environment still serves (for process 'exit'). */
   removeAllDevicesSync(): void;
   constants: NativeConstants;
+  /** Every UBLK_F_* flag ubloop knows (native/ublk_flags.h), in bit order. */
+  ublkFlags: readonly NativeUblkFlag[];
 
   NativeCuseDevice: typeof NativeCuseDevice;
   /**

@@ -8,12 +8,14 @@ import { detachCommand } from './commands/detach.js';
 import { featuresCommand } from './commands/features.js';
 import { instanceCommand } from './commands/instance.js';
 import { listCommand } from './commands/list.js';
+import { resizeCommand } from './commands/resize.js';
 import { serveCommand } from './commands/serve.js';
 import { fail } from './output.js';
 
 function commands(cli: Argv): Argv {
   return cli.command(serveCommand).command(featuresCommand).command(cleanupCommand)
-    .command(daemonCommand).command(instanceCommand).command(attachCommand).command(detachCommand).command(listCommand);
+    .command(daemonCommand).command(instanceCommand).command(attachCommand).command(detachCommand).command(listCommand)
+    .command(resizeCommand);
 }
 
 /** Runs the CLI; resolves to the process exit code. */

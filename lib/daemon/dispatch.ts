@@ -5,7 +5,7 @@ import { UbloopError, isSystemError } from '../errors.js';
 import type { Instance } from '../instance/instance.js';
 import type { InstanceManager } from '../instance/manager.js';
 import {
-  BIND, INFO, LIST, LOOP_ADD, LOOP_GET_FREE, LOOP_IOCTL, LOOP_REMOVE, UNBIND, type BindRequest,
+  BIND, INFO, LIST, LOOP_ADD, LOOP_GET_FREE, LOOP_IOCTL, LOOP_REMOVE, RESIZE, UNBIND, type BindRequest,
 } from '../protocol/device-requests.js';
 import { INSTANCE_CREATE, INSTANCE_LIST, INSTANCE_REMOVE, INSTANCE_SET, PING } from '../protocol/instance-requests.js';
 import type { Request } from '../protocol/request.js';
@@ -112,7 +112,9 @@ export async function dispatch(manager: InstanceManager, req: Request, ctx: Requ
     case BIND:
       return bind(manager, req, ctx);
     case UNBIND:
-      return target(manager, req.instance, ctx).unbind(req.index);
+      return target(manager, req.instance, ctx).unbind(req.index, req.busy);
+    case RESIZE:
+      return { device: await target(manager, req.instance, ctx).resize(req.index, req.size) };
     case LIST:
       if (ctx.scope.kind === 'admin' && req.instance === undefined) {
         return { devices: manager.instances().flatMap((i) => i.entries()) };

@@ -12,3 +12,8 @@ export function instanceDir(root: string, name: string): string {
 export function instanceSocket(root: string, name: string): string {
   return join(instanceDir(root, name), 'control.sock');
 }
+
+/** The control socket of the `ubloop serve` process serving /dev/ublkbN (resize). */
+export function serveSocket(root: string, id: number): string {
+  return join(root, 'serve', `ublkb${id}.sock`);
+}

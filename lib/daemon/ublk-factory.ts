@@ -24,10 +24,8 @@ export const ublkFactory: DeviceFactory = async (spec) => {
     depth: o.depth,
   });
   let numbers: { major: number; minor: number };
-  let size: number;
   try {
     numbers = diskNumbers(device.id);
-    size = device.info().size;
   } catch (err) {
     await device.stop();
     throw err;
@@ -37,10 +35,14 @@ export const ublkFactory: DeviceFactory = async (spec) => {
     path: device.path,
     major: numbers.major,
     minor: numbers.minor,
-    size,
+    get size() {
+      return device.size;
+    },
     // the looks first; the exclusive-open probe only when asked for, and last
     isBusy: (check) => ublkDiskBusy(device.id, numbers.major, numbers.minor) || (check?.exclusive === true && ublkDiskClaimed(device.id)),
-    stop: () => device.stop(),
+    stop: (options) => device.stop(options),
+    canStopIfUnused: device.canStopIfUnused,
+    resize: (size) => device.resize(size),
     failure: () => device.failure(),
   };
   return bound;

@@ -27,8 +27,15 @@ export interface BoundDevice {
    * gets in anyone's way; see BusyCheck.exclusive for the final probe.
    */
   isBusy(check?: BusyCheck): boolean;
-  /** Stops and deletes the device; idempotent. */
-  stop(): Promise<void>;
+  /**
+   * Stops and deletes the device; idempotent. With ifUnused (only where
+   * canStopIfUnused) the kernel refuses with EBUSY while the disk is open or mounted.
+   */
+  stop(options?: { ifUnused?: boolean }): Promise<void>;
+  /** The kernel can refuse a stop itself while the disk is in use (TRY_STOP_DEV). */
+  readonly canStopIfUnused: boolean;
+  /** Takes the image's size now (or `size` bytes); resolves with the new size. */
+  resize(size?: number): Promise<number>;
   /** Why the device stopped serving (a queue failed; its I/O fails), or null. */
   failure(): string | null;
 }

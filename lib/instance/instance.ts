@@ -284,14 +284,32 @@ export class Instance {
 
   /**
    * Unbinds `index` (the index stays, like LOOP_CLR_FD): ENODEV if absent, ENXIO if not
-   * bound, EBUSY while binding/unbinding. A busy device is detached once released.
+   * bound, EBUSY while binding/unbinding. A busy device is detached once released
+   * (busy 'defer', like losetup -d), or refused with EBUSY (busy 'refuse').
    */
-  async unbind(index: number): Promise<UnbindResult> {
-    const slot = this.#slots.get(index);
-    if (index < 0 || !slot) throw new UbloopError('ENODEV', `loop${index} does not exist in instance ${this.name}`);
-    if (slot.state === 'unbound') throw new UbloopError('ENXIO', `loop${index} is not bound`);
-    if (slot.state !== 'bound' || !slot.binding) throw new UbloopError('EBUSY', `loop${index} is ${slot.state}`);
-    const b = slot.binding;
+  async unbind(index: number, busy: 'defer' | 'refuse' = 'defer'): Promise<UnbindResult> {
+    const slot = this.#bound(index);
+    const b = slot.binding as Binding;
+    if (busy === 'refuse') {
+      const inUse = () => new UbloopError('EBUSY', `loop${index} (${b.device.path}) is in use (mounted or open); unmount or close it first`);
+      if (b.device.canStopIfUnused) {
+        // The kernel's own check and stop in one command (TRY_STOP_DEV): nothing can
+        // open the disk between the check and the stop.
+        slot.state = 'unbinding';
+        try {
+          await b.device.stop({ ifUnused: true });
+        } catch (err) {
+          slot.state = 'bound';
+          if (err instanceof Error && (err as NodeJS.ErrnoException).code === 'EBUSY') throw inUse();
+          throw err;
+        }
+        slot.state = 'bound';
+      } else if (b.device.isBusy() || b.device.isBusy({ exclusive: true })) {
+        throw inUse();
+      }
+      await this.#teardown(slot, true);
+      return { deferred: false };
+    }
     // A user's explicit detach: the looks, then the exclusive-open probe as the last
     // word right before the teardown (see sweep for why last).
     if (b.device.isBusy()) {
@@ -306,6 +324,21 @@ export class Instance {
     }
     await this.#teardown(slot, true);
     return { deferred: false };
+  }
+
+  /** Resizes a bound device (losetup -c); resolves with its entry. */
+  async resize(index: number, size?: number): Promise<DeviceEntry> {
+    const slot = this.#bound(index);
+    await (slot.binding as Binding).device.resize(size);
+    return this.entry(index) as DeviceEntry;
+  }
+
+  #bound(index: number): Slot {
+    const slot = this.#slots.get(index);
+    if (index < 0 || !slot) throw new UbloopError('ENODEV', `loop${index} does not exist in instance ${this.name}`);
+    if (slot.state === 'unbound') throw new UbloopError('ENXIO', `loop${index} is not bound`);
+    if (slot.state !== 'bound' || !slot.binding) throw new UbloopError('EBUSY', `loop${index} is ${slot.state}`);
+    return slot;
   }
 
   async #teardown(slot: Slot, persist: boolean): Promise<void> {

@@ -133,11 +133,18 @@ export interface UnbindRequest {
   op: typeof UNBIND;
   instance?: string;
   index: number;
+  /**
+   * A device still in use: 'defer' (the default, like losetup -d) detaches it once
+   * released; 'refuse' answers EBUSY and leaves it bound (ubloop detach).
+   */
+  busy: 'defer' | 'refuse';
 }
 export function checkUnbind(f: Fields): UnbindRequest {
-  onlyKeys(f, UNBIND, ['instance', 'index']);
+  onlyKeys(f, UNBIND, ['instance', 'index', 'busy']);
   const instance = optInstance(f);
-  return { op: UNBIND, index: int(f, 'index', INT32.min, INT32.max), ...(instance === undefined ? {} : { instance }) };
+  const busy = optStr(f, 'busy') ?? 'defer';
+  if (busy !== 'defer' && busy !== 'refuse') throw invalid(`"busy" must be "defer" or "refuse", got ${JSON.stringify(busy).slice(0, 40)}`);
+  return { op: UNBIND, index: int(f, 'index', INT32.min, INT32.max), busy, ...(instance === undefined ? {} : { instance }) };
 }
 export const isUnbindRequest = guard(checkUnbind);
 
@@ -168,6 +175,30 @@ export function checkInfo(f: Fields): InfoRequest {
 }
 export const isInfoRequest = guard(checkInfo);
 
+/**
+ * Resizes a bound device (losetup -c): to `size` bytes, or to what its image now
+ * holds. Needs a kernel with UBLK_F_UPDATE_SIZE.
+ */
+export const RESIZE = 'resize';
+export interface ResizeRequest {
+  op: typeof RESIZE;
+  instance?: string;
+  index: number;
+  size?: number;
+}
+export function checkResize(f: Fields): ResizeRequest {
+  onlyKeys(f, RESIZE, ['instance', 'index', 'size']);
+  const instance = optInstance(f);
+  const size = optInt(f, 'size', 1, Number.MAX_SAFE_INTEGER);
+  return {
+    op: RESIZE,
+    index: int(f, 'index', 0, MAX_INDEX),
+    ...(instance === undefined ? {} : { instance }),
+    ...(size === undefined ? {} : { size }),
+  };
+}
+export const isResizeRequest = guard(checkResize);
+
 export type DeviceRequest =
   | LoopAddRequest
   | LoopRemoveRequest
@@ -176,4 +207,5 @@ export type DeviceRequest =
   | BindRequest
   | UnbindRequest
   | ListRequest
-  | InfoRequest;
+  | InfoRequest
+  | ResizeRequest;

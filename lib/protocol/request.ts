@@ -1,8 +1,8 @@
 // One request line → a typed request, or an error naming what was wrong with it.
 import { UbloopError, invalid } from '../errors.js';
 import {
-  BIND, INFO, LIST, LOOP_ADD, LOOP_GET_FREE, LOOP_IOCTL, LOOP_REMOVE, UNBIND,
-  checkBind, checkInfo, checkList, checkLoopAdd, checkLoopGetFree, checkLoopIoctl, checkLoopRemove, checkUnbind,
+  BIND, INFO, LIST, LOOP_ADD, LOOP_GET_FREE, LOOP_IOCTL, LOOP_REMOVE, RESIZE, UNBIND,
+  checkBind, checkInfo, checkList, checkLoopAdd, checkLoopGetFree, checkLoopIoctl, checkLoopRemove, checkResize, checkUnbind,
   type DeviceRequest,
 } from './device-requests.js';
 import {
@@ -24,6 +24,7 @@ const CHECKS: Readonly<Record<Op, (f: Fields) => Request>> = {
   [UNBIND]: checkUnbind,
   [LIST]: checkList,
   [INFO]: checkInfo,
+  [RESIZE]: checkResize,
   [INSTANCE_CREATE]: checkInstanceCreate,
   [INSTANCE_SET]: checkInstanceSet,
   [INSTANCE_LIST]: checkInstanceList,

@@ -40,6 +40,8 @@ class FakeUblk {
         return claimed.has(id);
       },
       stop: async () => { live.delete(id); },
+      canStopIfUnused: false,
+      resize: async (size?: number) => size ?? 4096,
       failure: () => null,
     };
   };

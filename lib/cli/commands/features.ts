@@ -24,7 +24,9 @@ async function handler(args: ArgumentsCamelCase<FeaturesArgs>): Promise<void> {
     ];
     if (f.available) lines.push(
       `command encoding:   ${f.encoding}${f.encoding === 'legacy' ? ' (Linux 6.1 style)' : ''}`,
-      `GET_FEATURES:       ${f.features === null ? 'not supported (Linux < 6.5)' : f.features.join(' ') || '(none)'}`,
+      `GET_FEATURES:       ${f.features === null ? 'not supported (Linux < 6.5)' : `${f.featureBits ?? ''} (${f.features.length} flags)`}`,
+      ...(f.features ?? []).map((name) => `  ${name}`),
+      `parameter types:    ${f.parameterTypes.join(' ')} (set by ubloop)`,
       `user recovery:      ${yes(f.paths.userRecovery)}`,
       `user copy:          ${yes(f.paths.userCopy)}`,
       `zero copy:          ${yes(f.paths.zeroCopy)}`,

@@ -105,7 +105,10 @@ function signals(onStats: () => void, tick: () => void): { stopped: Promise<Node
 async function handler(args: ArgumentsCamelCase<ServeArgs>): Promise<void> {
   const { createDevice } = await import('../../device.js');
   const { printJson } = await import('../output.js');
+  const { listenServeControl } = await import('../../serve-control.js');
+  const { DEFAULT_ROOT } = await import('../../daemon/paths.js');
   let device: Device | undefined;
+  let closeControl: (() => void) | undefined;
   let failure: string | null = null;
   // A queue thread that failed leaves a device whose I/O fails: say so once, on
   // stderr and (with --json) as a JSON line, and exit non-zero when stopped.
@@ -122,6 +125,11 @@ async function handler(args: ArgumentsCamelCase<ServeArgs>): Promise<void> {
   try {
     const options = await toOptions(args);
     device = await createDevice(options);
+    try {
+      closeControl = listenServeControl(device, DEFAULT_ROOT);
+    } catch (err) {
+      process.stderr.write(`ubloop: no control socket (ubloop resize will not reach ${device.path}): ${(err as Error).message}\n`);
+    }
     if (args.json) printJson(device.info());
     else process.stdout.write(`${device.path}\n`);
     const signal = await sig.stopped;
@@ -129,6 +137,7 @@ async function handler(args: ArgumentsCamelCase<ServeArgs>): Promise<void> {
     process.stderr.write(`ubloop: ${signal}: stopping ${device.path}\n`);
   } finally {
     sig.dispose();
+    closeControl?.();
     await device?.stop();
   }
   if (failure !== null) process.exitCode = 1;
