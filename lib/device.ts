@@ -5,6 +5,7 @@ import { splitDev } from './devnum.js';
 import { UbloopError, invalid, isSystemError } from './errors.js';
 import { checkOptions, loopDeviceSize, type CheckedOptions, type DeviceOptions, type Scheduler } from './device-options.js';
 import { filesystemSize } from './filesystem-size.js';
+import { checkImageFdFlags } from './fd-flags.js';
 import { flagNames, readScheduler } from './kernel.js';
 import { native, type NativeDevice } from './native.js';
 
@@ -211,7 +212,10 @@ export class Device {
 }
 
 function openImage(o: CheckedOptions): { fd: number; close: boolean; name: string } {
-  if (o.fd !== undefined) return { fd: o.fd, close: false, name: `fd ${o.fd}` };
+  if (o.fd !== undefined) {
+    checkImageFdFlags(o.fd);
+    return { fd: o.fd, close: false, name: `fd ${o.fd}` };
+  }
   const file = o.file as string;
   const flags =
     (o.readOnly ? fsConstants.O_RDONLY : fsConstants.O_RDWR) | (o.directIo ? fsConstants.O_DIRECT : 0);

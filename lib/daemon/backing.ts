@@ -1,7 +1,8 @@
 // Checks a descriptor a client passed as an image before anything is created: it must
 // be a regular file opened with the access the binding needs.
-import { constants, fstatSync, readFileSync, readlinkSync } from 'node:fs';
+import { constants, fstatSync, readlinkSync } from 'node:fs';
 import { UbloopError } from '../errors.js';
+import { checkImageFdFlags } from '../fd-flags.js';
 import type { BindOptions } from '../protocol/device-requests.js';
 import type { Backing } from '../instance/instance.js';
 
@@ -17,19 +18,13 @@ function kind(mode: number): string {
   }
 }
 
-/** fcntl(F_GETFL) as the kernel shows it in /proc/self/fdinfo. */
-function fdFlags(fd: number): number {
-  const m = /^flags:\s*([0-7]+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
-  return m?.[1] ? parseInt(m[1], 8) : 0;
-}
-
 export function inspectBacking(fd: number, options: BindOptions): Backing {
   const st = fstatSync(fd);
   if (!st.isFile()) {
     const code = st.isDirectory() ? 'EISDIR' : 'EINVAL';
     throw new UbloopError(code, `the descriptor passed as the image is ${kind(st.mode)}, not an image file`);
   }
-  const flags = fdFlags(fd);
+  const flags = checkImageFdFlags(fd);
   const acc = flags & 3; // O_ACCMODE
   if (acc === constants.O_WRONLY) throw new UbloopError('EBADF', 'the image descriptor is open write-only; it must be readable');
   if (!options.readOnly && acc !== constants.O_RDWR) {
