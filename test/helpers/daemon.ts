@@ -76,10 +76,11 @@ export async function startDaemon(t: TestLike, dir: string, extra: string[] = []
       }
     }
   });
-  const end = Date.now() + 60_000;
+  // Generous: two guests at once share 2 host cores.
+  const end = Date.now() + 180_000;
   while (!existsSync(socket)) {
     if (!alive()) throw new Error(`the daemon exited before listening: ${stderr.trim()}`);
-    if (Date.now() > end) throw new Error(`the daemon did not listen within 60 s: ${stderr.trim()}`);
+    if (Date.now() > end) throw new Error(`the daemon did not listen within 180 s: ${stderr.trim()}`);
     await sleep(50);
   }
   const withPaths = (args: string[]) =>

@@ -78,7 +78,8 @@ export function sh(cmd: string, args: string[], opts: SpawnSyncOptions = {}): st
 
 /** Runs the CLI to completion (for commands that end by themselves). */
 export function cli(args: string[], opts: SpawnSyncOptions = {}): RunResult {
-  return run(process.execPath, [CLI, ...args], { timeout: 60_000, ...opts });
+  // Generous: two guests at once share 2 host cores, and a node start under TCG can take 30 s.
+  return run(process.execPath, [CLI, ...args], { timeout: 180_000, ...opts });
 }
 
 /**
@@ -196,7 +197,7 @@ export interface ServerStats {
  * line is printed). The teardown stops the server and makes sure nothing is left; a
  * device that outlives its server fails the test and is deleted through the addon.
  */
-export async function serve(t: TestLike, args: string[], startMs = 60_000, env: NodeJS.ProcessEnv = {}): Promise<Server> {
+export async function serve(t: TestLike, args: string[], startMs = 180_000, env: NodeJS.ProcessEnv = {}): Promise<Server> {
   const proc = spawn(process.execPath, [CLI, 'serve', ...args, '--json'], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
