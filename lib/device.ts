@@ -7,7 +7,7 @@ import { checkOptions, loopDeviceSize, type CheckedOptions, type DeviceOptions, 
 import { filesystemSize } from './filesystem-size.js';
 import { checkImageFdFlags } from './fd-flags.js';
 import { flagNames, readScheduler } from './kernel.js';
-import { native, type NativeDevice } from './native.js';
+import { native, type NativeDevice, type NativeQueueStats } from './native.js';
 
 export type { DeviceOptions } from './device-options.js';
 
@@ -41,27 +41,16 @@ export interface DeviceInfo {
   failure: string | null;
 }
 
-export interface QueueStats {
-  queue: number;
-  ops: number;
-  bytesRead: number;
-  bytesWritten: number;
-  errors: number;
-  ringEnters: number;
-  bufferReleases: number;
-  threadId: number;
-  ringFlags: number;
+/** One queue's counters, as the addon counts them; its failure as a message. */
+export interface QueueStats extends Omit<NativeQueueStats, 'failure'> {
   /** Why this queue stopped serving, or null while it is healthy. */
   failure: string | null;
 }
 
-export interface DeviceStats {
-  ops: number;
-  bytesRead: number;
-  bytesWritten: number;
-  errors: number;
-  ringEnters: number;
-  bufferReleases: number;
+/** The counters the device sums over its queues. */
+type Summed = 'ops' | 'bytesRead' | 'bytesWritten' | 'errors' | 'ringEnters' | 'bufferReleases';
+
+export interface DeviceStats extends Pick<QueueStats, Summed> {
   /** A queue thread stopped serving on an error: the device's I/O fails. */
   failed: boolean;
   queues: QueueStats[];
@@ -130,8 +119,7 @@ export class Device {
       ...q,
       failure: q.failure === null ? null : `queue ${q.queue}: ${q.failure.message}`,
     }));
-    const sum = (k: 'ops' | 'bytesRead' | 'bytesWritten' | 'errors' | 'ringEnters' | 'bufferReleases') =>
-      queues.reduce((a, q) => a + q[k], 0);
+    const sum = (k: Summed) => queues.reduce((a, q) => a + q[k], 0);
     return {
       ops: sum('ops'),
       bytesRead: sum('bytesRead'),
