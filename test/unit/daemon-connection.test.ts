@@ -21,7 +21,7 @@ function isOpen(fd: number): boolean {
 function setup(scope: Scope, peer = { pid: 4242, uid: 0, gid: 0 }) {
   const m = new InstanceManager({
     root: '/r',
-    factory: async (): Promise<BoundDevice> => ({ ublkId: 7, path: '/dev/ublkb7', major: 259, minor: 7, size: 4096, isBusy: () => false, failure: () => null, stop: async () => {} }),
+    factory: async (): Promise<BoundDevice> => ({ ublkId: 7, path: '/dev/ublkb7', major: 259, minor: 7, size: 4096, isBusy: () => false, failure: () => null, stop: async () => {}, canStopIfUnused: false, resize: async () => 4096 }),
   });
   const written: string[] = [];
   let ended = false;

@@ -18,7 +18,7 @@ function fakeManager() {
       fds.push(spec.fd);
       const id = next++;
       live.add(id);
-      return { ublkId: id, path: `/dev/ublkb${id}`, major: 259, minor: id, size: 1 << 20, isBusy: () => false, stop: async () => { live.delete(id); } };
+      return { ublkId: id, path: `/dev/ublkb${id}`, major: 259, minor: id, size: 1 << 20, isBusy: () => false, stop: async () => { live.delete(id); }, canStopIfUnused: false, resize: async () => 1 << 20, failure: () => null };
     },
   });
   return { m, live, fds };
