@@ -106,7 +106,10 @@ std::optional<SysError> Device::bringUp() {
   charFd_ = fd;
 
   for (uint16_t q = 0; q < spec_.queues; q++) {
-    queues_.push_back(std::make_unique<Queue>(spec_, q, charFd_, ks.encoding));
+    {
+      std::lock_guard<std::mutex> lock(queuesMutex_);
+      queues_.push_back(std::make_unique<Queue>(spec_, q, fd, ks.encoding, [this] { queueFailed(); }));
+    }
     if (auto err = queues_.back()->start()) return err;
   }
 
@@ -120,8 +123,24 @@ std::optional<SysError> Device::bringUp() {
 void Device::stopQueuesAndClose() {
   // The queues stay (joined) so that their final counters can still be read.
   for (auto &q : queues_) q->join();
-  if (charFd_ >= 0) close(charFd_);
-  charFd_ = -1;
+  closeCharDevice();
+}
+
+void Device::closeCharDevice() {
+  const int fd = charFd_.exchange(-1);
+  if (fd >= 0) close(fd);
+}
+
+// Runs on the failed queue's thread, after its ring and mappings are gone. The other
+// queues are told to exit (their rings and mappings also hold /dev/ublkcN); once they
+// have and this descriptor is closed, the kernel releases the char device and fails
+// every request the server still held, instead of leaving them to hang.
+void Device::queueFailed() {
+  {
+    std::lock_guard<std::mutex> lock(queuesMutex_);
+    for (auto &q : queues_) q->requestExit();
+  }
+  closeCharDevice();
 }
 
 std::optional<SysError> Device::remove(bool onlyIfUnused) {

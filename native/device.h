@@ -40,14 +40,18 @@ class Device {
   explicit Device(DeviceSpec spec) : spec_(std::move(spec)) {}
   std::optional<SysError> bringUp();
   void stopQueuesAndClose();
+  void closeCharDevice();
+  // A queue ended on a failure of its own: make the kernel fail the device's I/O.
+  void queueFailed();
 
   DeviceSpec spec_;
   ublksrv_ctrl_dev_info info_{};
   bool added_ = false;
   std::atomic<bool> removed_{false};  // read from the JS thread while remove() runs
   std::atomic<uint64_t> size_{0};
-  int charFd_ = -1;
+  std::atomic<int> charFd_{-1};  // closed by remove() or by queueFailed() on a queue thread
   std::vector<std::unique_ptr<Queue>> queues_;
+  std::mutex queuesMutex_;  // queueFailed() (a queue thread) against bringUp() adding queues
   std::mutex removeMutex_;
 };
 

@@ -63,8 +63,8 @@ void parseFault(int &err, uint64_t &after) {
 
 }  // namespace
 
-Queue::Queue(const DeviceSpec &spec, uint16_t qid, int charFd, abi::Encoding enc)
-    : spec_(spec), qid_(qid), charFd_(charFd), enc_(enc), target_(targetFor(spec.target)) {}
+Queue::Queue(const DeviceSpec &spec, uint16_t qid, int charFd, abi::Encoding enc, std::function<void()> onFailed)
+    : spec_(spec), qid_(qid), charFd_(charFd), enc_(enc), target_(targetFor(spec.target)), onFailed_(std::move(onFailed)) {}
 
 Queue::~Queue() { join(); }
 
@@ -85,6 +85,7 @@ void Queue::join() {
 
 void Queue::requestExit() {
   exitRequested_.store(true);
+  std::lock_guard<std::mutex> lock(wakeMutex_);
   if (wakeFd_ >= 0) eventfd_write(wakeFd_, 1);
 }
 
@@ -138,6 +139,12 @@ void *Queue::threadMain(void *arg) {
   q->serve();
   q->drainBackingIo();
   q->teardown();
+  bool failed;
+  {
+    std::lock_guard<std::mutex> lock(q->failureMutex_);
+    failed = q->failure_.has_value();
+  }
+  if (failed && q->onFailed_) q->onFailed_();
   return nullptr;
 }
 
@@ -339,9 +346,12 @@ void Queue::releaseIdleBuffers() {
   counters_.bufferReleases.fetch_add(1, std::memory_order_relaxed);
 }
 
-// The queue stops serving: its requests fail once the kernel notices the thread gone
-// (its commands are cancelled with the ring, or the 6.1 monitor aborts the queue).
-// The error stays readable through snapshot() so that the device shows as failed.
+// The queue stops serving. Its requests fail once the kernel sees the server gone:
+// the device (onFailed) then stops its other queues and closes its own descriptor of
+// /dev/ublkcN, and when the last reference goes the kernel aborts every request still
+// with the server (Linux 7.x does that only on release of the char device; 6.1's
+// monitor also notices the thread gone). The error stays readable through snapshot()
+// so that the device shows as failed.
 void Queue::fail(SysError err) {
   fprintf(stderr, "ubloop: queue %u failed: %s; its device's I/O will fail\n", qid_, describe(err).c_str());
   std::lock_guard<std::mutex> lock(failureMutex_);
@@ -405,8 +415,11 @@ void Queue::handle(const io_uring_cqe &cqe) {
 void Queue::teardown() {
   if (ringUp_) io_uring_queue_exit(&ring_);
   ringUp_ = false;
-  if (wakeFd_ >= 0) close(wakeFd_);
-  wakeFd_ = -1;
+  {
+    std::lock_guard<std::mutex> lock(wakeMutex_);
+    if (wakeFd_ >= 0) close(wakeFd_);
+    wakeFd_ = -1;
+  }
   if (buffers_ && inflight_ == 0) munmap(buffers_, bufferBytes_);
   buffers_ = nullptr;
   if (descs_) munmap(descs_, descBytes_);

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <vector>
@@ -52,7 +53,8 @@ struct QueueSnapshot {
 
 class Queue {
  public:
-  Queue(const DeviceSpec &spec, uint16_t qid, int charFd, abi::Encoding enc);
+  // onFailed runs on the queue thread after a failure of its own has ended it.
+  Queue(const DeviceSpec &spec, uint16_t qid, int charFd, abi::Encoding enc, std::function<void()> onFailed);
   ~Queue();
   Queue(const Queue &) = delete;
   Queue &operator=(const Queue &) = delete;
@@ -101,6 +103,7 @@ class Queue {
   const int charFd_;
   const abi::Encoding enc_;
   const Target &target_;
+  const std::function<void()> onFailed_;
 
   io_uring ring_{};
   bool ringUp_ = false;
@@ -108,6 +111,7 @@ class Queue {
   // An eventfd whose read is always armed on the ring: writing it wakes the thread
   // (requestExit) without signals.
   int wakeFd_ = -1;
+  std::mutex wakeMutex_;  // requestExit() (any thread) against teardown's close
   uint64_t wakeValue_ = 0;
   std::atomic<bool> exitRequested_{false};
   bool exiting_ = false;
