@@ -84,7 +84,7 @@ export async function startDaemon(t: TestLike, dir: string, extra: string[] = []
     await sleep(50);
   }
   const withPaths = (args: string[]) =>
-    ['instance', 'attach', 'detach', 'list'].includes(args[0] ?? '') ? [...args, '--socket', socket, '--root', root] : args;
+    ['instance', 'attach', 'detach', 'list', 'resize'].includes(args[0] ?? '') ? [...args, '--socket', socket, '--root', root] : args;
   const connect = (path: string) => {
     const c = DaemonClient.connect(path);
     clients.push(c);

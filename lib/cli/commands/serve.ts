@@ -21,6 +21,8 @@ interface ServeArgs {
   discard: boolean;
   pollUs: number;
   json: boolean;
+  /** Set by the handler: the process's exit code (main() reads it). */
+  exitCode?: number;
 }
 
 const SCHEDULERS = ['none', 'mq-deadline', 'kyber', 'bfq', 'kernel'] as const;
@@ -140,7 +142,7 @@ async function handler(args: ArgumentsCamelCase<ServeArgs>): Promise<void> {
     closeControl?.();
     await device?.stop();
   }
-  if (failure !== null) process.exitCode = 1;
+  if (failure !== null) args.exitCode = 1;
 }
 
 export const serveCommand: CommandModule<object, ServeArgs> = {
