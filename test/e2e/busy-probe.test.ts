@@ -3,7 +3,7 @@
 // that moment failed with EBUSY. Now every sweep looks only (holders, mountinfo of every
 // mount namespace, swaps, open descriptors) and the exclusive open is left to the moment
 // right before a device is torn down.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -49,20 +49,25 @@ function helpers(d: DaemonHandle, name: string) {
   return { state, until, attach };
 }
 
-t.test('a mount/umount loop never meets EBUSY from the sweep; the device still goes once idle', async (t) => {
-  const GRACE_MS = 8000;
+/** A daemon sweeping every SWEEP_MS, and an autoclear ext4 device of instance `name`. */
+async function ext4Device(t: Test, name: string, graceMs: number) {
   const dir = workDir(t);
-  const img = sparseImage(join(dir, 'busy.img'), 64 * MiB);
-  const d = await startDaemon(t, dir, ['--autoclear-grace', String(GRACE_MS), '--sweep-interval', String(SWEEP_MS)]);
-  await d.admin().request({ op: 'instance.create', name: 'bp' });
-  const { state, until, attach } = helpers(d, 'bp');
+  const img = sparseImage(join(dir, `${name}.img`), 64 * MiB);
+  const d = await startDaemon(t, dir, ['--autoclear-grace', String(graceMs), '--sweep-interval', String(SWEEP_MS)]);
+  await d.admin().request({ op: 'instance.create', name });
+  const { state, until, attach } = helpers(d, name);
   const fd = openSync(img, 'r+');
   t.teardown(() => closeSync(fd));
-
   const a = await attach(fd);
   sh('mkfs.ext4', ['-q', '-F', a.path]);
   const mnt = join(dir, 'mnt');
   mkdirSync(mnt);
+  return { state, until, a, mnt };
+}
+
+t.test('a mount/umount loop never meets EBUSY from the sweep; the device still goes once idle', async (t) => {
+  const GRACE_MS = 8000;
+  const { state, until, a, mnt } = await ext4Device(t, 'bp', GRACE_MS);
   t.teardown(() => {
     if (run('mountpoint', ['-q', mnt]).status === 0) run('umount', ['-l', mnt]);
   });
@@ -108,18 +113,7 @@ t.test('a mount/umount loop never meets EBUSY from the sweep; the device still g
 
 t.test('a device mounted only in another mount namespace is busy', async (t) => {
   const GRACE_MS = 3000;
-  const dir = workDir(t);
-  const img = sparseImage(join(dir, 'ns.img'), 64 * MiB);
-  const d = await startDaemon(t, dir, ['--autoclear-grace', String(GRACE_MS), '--sweep-interval', String(SWEEP_MS)]);
-  await d.admin().request({ op: 'instance.create', name: 'ns' });
-  const { state, until, attach } = helpers(d, 'ns');
-  const fd = openSync(img, 'r+');
-  t.teardown(() => closeSync(fd));
-
-  const a = await attach(fd);
-  sh('mkfs.ext4', ['-q', '-F', a.path]);
-  const mnt = join(dir, 'mnt');
-  mkdirSync(mnt);
+  const { state, until, a, mnt } = await ext4Device(t, 'ns', GRACE_MS);
   // exec: the mount namespace lives exactly as long as this pid
   const proc = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-c', `mount "$0" "$1" && echo mounted && exec sleep 120`, a.path, mnt], {
     stdio: ['ignore', 'pipe', 'pipe'],
