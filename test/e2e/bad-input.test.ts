@@ -1,3 +1,4 @@
+// ubloop-e2e-kernels: <7.0 -- runs once, on the floor: every case is refused before the kernel is touched, so the kernel cannot change the answer
 // Bad input to `ubloop serve` ends with one clear line on stderr that names the
 // problem, a non-zero exit, and no ublk device left behind.
 import t from 'tap';

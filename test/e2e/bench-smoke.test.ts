@@ -1,3 +1,4 @@
+// ubloop-e2e-kernels: >=7.0 -- runs once, on the kernel users run: it proves the bench harness (fio jobs, reports), whose device paths every other file runs on both kernels; 6.1 numbers come from npm run bench
 // A short run of the benchmark (`npm run bench -- --smoke`: 1 repeat, 1 s jobs, every
 // device; three of the six jobs — QD1 reads, a read/write mix and 1M writes — to keep
 // it short on a loaded 2-core TCG guest) so that it cannot rot: it must finish, and
