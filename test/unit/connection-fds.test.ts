@@ -1,7 +1,7 @@
 // Descriptors reach the request they were sent with, over a real unix socket: the
 // native socket (one recvmsg per data callback) feeding a daemon Connection, and the
 // client writing several requests in one tick.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -32,14 +32,20 @@ function serve(path: string) {
   return server;
 }
 
-t.test('list then bind with an fd, written in one tick', async (t) => {
-  const path = join(dir, 'a.sock');
+/** A server on `name` in the test directory and a client connected to it, both closed at teardown. */
+function connected(t: Test, name: string): DaemonClient {
+  const path = join(dir, name);
   const server = serve(path);
   const client = DaemonClient.connect(path);
   t.teardown(() => {
     client.close();
     server.close();
   });
+  return client;
+}
+
+t.test('list then bind with an fd, written in one tick', async (t) => {
+  const client = connected(t, 'a.sock');
   for (let round = 0; round < 20; round++) {
     const fd = openSync(image, 'r+');
     const replies = await Promise.all([client.request({ op: 'list', id: 1 }), client.request({ op: 'bind', id: 2 }, [fd])]);
@@ -49,13 +55,7 @@ t.test('list then bind with an fd, written in one tick', async (t) => {
 });
 
 t.test('two binds back to back, one fd each', async (t) => {
-  const path = join(dir, 'b.sock');
-  const server = serve(path);
-  const client = DaemonClient.connect(path);
-  t.teardown(() => {
-    client.close();
-    server.close();
-  });
+  const client = connected(t, 'b.sock');
   for (let round = 0; round < 20; round++) {
     const a = openSync(image, 'r+');
     const b = openSync(image, 'r+');
