@@ -333,7 +333,7 @@ bool Queue::waitForEvents() {
   counters_.enters.fetch_add(1, std::memory_order_relaxed);
   if (faultErrno_ != 0 && ++waits_ == faultAfterWaits_) ret = -faultErrno_;
   if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY && ret != -ETIME) {
-    fail(SysError::from(ret, "io_uring_enter", "queue " + std::to_string(qid_)));
+    fail(SysError::from(ret, "io_uring_enter"));  // the queue number is added by who reports it
     return false;
   }
   return true;

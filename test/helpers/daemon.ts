@@ -36,12 +36,13 @@ export interface DaemonHandle {
 }
 
 /** Starts `ubloop daemon` on paths under dir; the teardown stops it. */
-export async function startDaemon(t: TestLike, dir: string, extra: string[] = [], state?: string): Promise<DaemonHandle> {
+export async function startDaemon(t: TestLike, dir: string, extra: string[] = [], state?: string, env: NodeJS.ProcessEnv = {}): Promise<DaemonHandle> {
   const socket = join(dir, 'admin.sock');
   const root = join(dir, 'run');
   const stateFile = state ?? join(dir, 'state.json');
   const proc = spawn(process.execPath, [CLI, 'daemon', '--socket', socket, '--root', root, '--state', stateFile, ...extra], {
     stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, ...env },
   });
   let stderr = '';
   proc.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));

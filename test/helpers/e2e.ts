@@ -205,7 +205,7 @@ export async function serve(t: TestLike, args: string[], startMs = 180_000, env:
   let stderr = '';
   let out = '';
   const lines: string[] = [];
-  const waiters: ((line: string) => void)[] = [];
+  const waiters: (() => void)[] = [];
   proc.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
   let exitTime = 0;
   const exited = new Promise<Exit>((done) =>
@@ -228,8 +228,9 @@ export async function serve(t: TestLike, args: string[], startMs = 180_000, env:
         f(line);
       } else {
         lines.push(line);
-        const w = waiters.shift();
-        if (w) w(line);
+        // Every waiter looks at `lines` itself: two lines in one chunk must not
+        // leave the second without its reader.
+        for (const w of waiters.splice(0)) w();
       }
     }
   });
@@ -288,18 +289,21 @@ export async function serve(t: TestLike, args: string[], startMs = 180_000, env:
     throw new Error(`ubloop serve --json printed a line that is not JSON: ${line}`);
   }
 
-  const nextLine = () => new Promise<string>((r) => waiters.push(r));
+  /** Line `index` of `lines` (counting after the first), once it has arrived. */
+  const lineAt = async (index: number): Promise<string> => {
+    while (lines.length <= index) await new Promise<void>((r) => waiters.push(r));
+    return lines[index] as string;
+  };
   const stats = async (): Promise<ServerStats> => {
-    let next = nextLine();
+    let index = lines.length;
     proc.kill('SIGUSR1');
     let tm: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => (tm = setTimeout(() => reject(new Error('no stats line within 10 s of SIGUSR1')), 10_000)));
     try {
       // Other lines (a failure notice) may come first.
       for (;;) {
-        const parsed = JSON.parse(await Promise.race([next, timeout])) as { stats?: ServerStats };
+        const parsed = JSON.parse(await Promise.race([lineAt(index++), timeout])) as { stats?: ServerStats };
         if (parsed.stats) return parsed.stats;
-        next = nextLine();
       }
     } finally {
       clearTimeout(tm);
