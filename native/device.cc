@@ -156,6 +156,9 @@ std::optional<SysError> Device::remove(bool onlyIfUnused) {
       // device then stays exactly as it was.
       stopped = UblkControl::tryStop(id());
       if (!stopped.ok() && stopped.error.err == EBUSY) return stopped.error;
+      // ENODEV: the disk is gone already (7.x removes it itself once a failed
+      // server's /dev/ublkcN is released), so nobody can hold it: on to DEL_DEV.
+      if (!stopped.ok() && stopped.error.err == ENODEV) stopped = Result<Unit>{Unit{}, {}};
     } else {
       // STOP_DEV removes the disk (waiting for in-flight I/O, which the queues keep
       // serving) and then aborts every queued command, which ends the queue threads.
