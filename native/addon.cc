@@ -71,6 +71,8 @@ Napi::Object infoObject(Napi::Env env, const ublksrv_ctrl_dev_info &info) {
                                                      : "dead");
   o.Set("maxIoBytes", info.max_io_buf_bytes);
   o.Set("serverPid", info.ublksrv_pid);
+  o.Set("ownerUid", abi::ownerUid(info));
+  o.Set("ownerGid", abi::ownerGid(info));
   o.Set("flags", bigU64(env, info.flags));
   return o;
 }

@@ -38,13 +38,16 @@ ublk_params paramsFor(const DeviceSpec &spec) {
   return p;
 }
 
-// devtmpfs creates /dev/ublkcN as ADD_DEV returns; udev may still be fixing its
-// permissions, so give it a moment before giving up.
-int openCharDevice(uint32_t id) {
-  const std::string path = "/dev/ublkc" + std::to_string(id);
+// devtmpfs creates /dev/ublkcN as ADD_DEV returns, root's. udev may still be fixing
+// its permissions; for a device added unprivileged, the node stays root's until udev
+// (the rule in contrib/udev, running `ubloop udev`) hands it to the device's owner,
+// which may take a while on a busy machine.
+int openCharDevice(uint32_t id, bool unprivileged) {
+  const std::string path = charDevicePath(id);
+  const int attempts = unprivileged ? 3000 : 100;  // 30 s, 1 s
   for (int attempt = 0;; attempt++) {
     int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
-    if (fd >= 0 || attempt >= 100 || (errno != ENOENT && errno != EACCES)) return fd < 0 ? -errno : fd;
+    if (fd >= 0 || attempt >= attempts || (errno != ENOENT && errno != EACCES)) return fd < 0 ? -errno : fd;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
 }
@@ -85,8 +88,11 @@ std::optional<SysError> Device::bringUp() {
   // release depends on that (see Queue::setup). Newer kernels set it anyway.
   // UPDATE_SIZE: `ubloop resize` where the kernel has it. A kernel drops the flags it
   // does not know, so what it grants is read back from ADD_DEV's answer.
+  // UNPRIVILEGED_DEV where the kernel offers it: a caller without CAP_SYS_ADMIN needs
+  // it, and the kernel drops it for one with (the device is then root's as ever).
   req.flags = spec_.flags | UBLK_F_URING_CMD_COMP_IN_TASK | UBLK_F_UPDATE_SIZE |
-              (ks.encoding == abi::Encoding::Ioctl ? UBLK_F_CMD_IOCTL_ENCODE : 0);
+              (ks.encoding == abi::Encoding::Ioctl ? UBLK_F_CMD_IOCTL_ENCODE : 0) |
+              (ks.features && (*ks.features & UBLK_F_UNPRIVILEGED_DEV) ? UBLK_F_UNPRIVILEGED_DEV : 0);
 
   Result<ublksrv_ctrl_dev_info> added = UblkControl::addDevice(req);
   if (!added.ok()) return added.error;
@@ -98,12 +104,21 @@ std::optional<SysError> Device::bringUp() {
   if (info_.max_io_buf_bytes < spec_.maxIoBytes) spec_.maxIoBytes = info_.max_io_buf_bytes;
   spec_.grantedFlags = info_.flags;
 
-  Result<Unit> set = UblkControl::setParams(id(), paramsFor(spec_));
-  if (!set.ok()) return set.error;
-
-  int fd = openCharDevice(id());
-  if (fd < 0) return SysError::from(fd, "open /dev/ublkc" + std::to_string(id()));
+  // An unprivileged device's later commands need its node to be the caller's, so the
+  // node is opened first: that is also the wait for udev to hand it over.
+  const bool unprivileged = info_.flags & UBLK_F_UNPRIVILEGED_DEV;
+  int fd = openCharDevice(id(), unprivileged);
+  if (fd < 0 && unprivileged && fd == -EACCES) {
+    return SysError::from(fd, "open " + charDevicePath(id()),
+                          "the node is still root's after 30 s: nothing handed it to its owner (is the ubloop udev rule "
+                          "installed? see contrib/udev); root can delete the device with `ubloop cleanup`");
+  }
+  if (fd < 0) return SysError::from(fd, "open " + charDevicePath(id()));
   charFd_ = fd;
+
+  Result<Unit> set =
+      UblkControl::setParams(id(), unprivileged ? Access::Unprivileged : Access::Privileged, paramsFor(spec_));
+  if (!set.ok()) return set.error;
 
   for (uint16_t q = 0; q < spec_.queues; q++) {
     {

@@ -38,7 +38,7 @@ export interface NativeCreateOptions {
   pollUs: number;
 }
 
-/** GET_DEV_INFO, as the kernel reports it. */
+/** GET_DEV_INFO2 (GET_DEV_INFO before Linux 6.3), as the kernel reports it. */
 export interface NativeKernelDeviceInfo {
   id: number;
   queues: number;
@@ -46,6 +46,9 @@ export interface NativeKernelDeviceInfo {
   state: 'dead' | 'live' | 'quiesced';
   maxIoBytes: number;
   serverPid: number;
+  /** Who added the device (Linux 6.3+; 0 on older kernels, where only root can). */
+  ownerUid: number;
+  ownerGid: number;
   /** UBLK_F_* flags the kernel granted. */
   flags: bigint;
 }

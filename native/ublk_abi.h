@@ -56,6 +56,20 @@
 
 namespace ubloop::abi {
 
+// struct ublksrv_ctrl_cmd as Linux 6.3+ lays it out: the second word of 6.1's data[2]
+// became dev_path_len (UBLK_F_UNPRIVILEGED_DEV and GET_DEV_INFO2), which 6.1's header
+// does not name. Same 32 bytes, so one definition serves every kernel.
+struct CtrlCmd {
+  __u32 dev_id;
+  __u16 queue_id;
+  __u16 len;  // bytes at addr
+  __u64 addr;
+  __u64 data0;
+  __u16 dev_path_len;  // with the NUL; the path leads the buffer at addr
+  __u16 pad;
+  __u32 reserved;
+};
+
 // The kernel accepts a control or I/O command either by its bare number ("legacy",
 // the only form Linux 6.1 knows) or ioctl-encoded (Linux 6.4+).
 enum class Encoding { Legacy, Ioctl };
@@ -74,7 +88,12 @@ constexpr unsigned long descOffset(unsigned qid) {
   return UBLKSRV_CMD_BUF_OFFSET + qid * UBLK_MAX_QUEUE_DEPTH * sizeof(struct ublksrv_io_desc);
 }
 
-static_assert(sizeof(struct ublksrv_ctrl_cmd) == 32, "control command fills the SQE128 cmd area");
+// Linux 6.3+ stores the creator's uid and gid where 6.1's header has reserved0 (zero,
+// i.e. root, on 6.1, where only root can add devices).
+inline __u32 ownerUid(const ublksrv_ctrl_dev_info &i) { return static_cast<__u32>(i.reserved0); }
+inline __u32 ownerGid(const ublksrv_ctrl_dev_info &i) { return static_cast<__u32>(i.reserved0 >> 32); }
+
+static_assert(sizeof(struct ublksrv_ctrl_cmd) == 32 && sizeof(CtrlCmd) == 32, "control command fills the SQE128 cmd area");
 static_assert(sizeof(struct ublksrv_io_cmd) == 16, "I/O command fits a normal SQE");
 static_assert(sizeof(struct ublksrv_ctrl_dev_info) == 64, "dev_info layout");
 

@@ -32,6 +32,7 @@ const ControlFd &controlFd() {
 const char *opName(unsigned nr) {
   switch (nr) {
     case UBLK_CMD_GET_DEV_INFO: return "GET_DEV_INFO";
+    case UBLK_CMD_GET_DEV_INFO2: return "GET_DEV_INFO2";
     case UBLK_CMD_ADD_DEV: return "ADD_DEV";
     case UBLK_CMD_DEL_DEV: return "DEL_DEV";
     case UBLK_CMD_START_DEV: return "START_DEV";
@@ -54,7 +55,7 @@ bool isReadCommand(unsigned nr) {
 
 // Sends one command and waits for its completion. Returns the CQE result (>= 0) or
 // a negative errno.
-int execute(abi::Encoding enc, unsigned nr, const ublksrv_ctrl_cmd &cmd) {
+int execute(abi::Encoding enc, unsigned nr, const abi::CtrlCmd &cmd) {
   const ControlFd &cf = controlFd();
   if (cf.fd < 0) return -cf.openErrno;
 
@@ -100,7 +101,7 @@ KernelSupport probe() {
   // GET_FEATURES exists only ioctl-encoded (Linux 6.5+); Linux 6.1 answers it with
   // an error, which tells us to stay with legacy opcodes.
   uint64_t features = 0;
-  ublksrv_ctrl_cmd cmd{};
+  abi::CtrlCmd cmd{};
   cmd.dev_id = static_cast<uint32_t>(-1);
   cmd.queue_id = static_cast<uint16_t>(-1);
   cmd.addr = reinterpret_cast<uint64_t>(&features);
@@ -112,27 +113,50 @@ KernelSupport probe() {
   return ks;
 }
 
-ublksrv_ctrl_cmd makeCmd(uint32_t id) {
-  ublksrv_ctrl_cmd cmd{};
-  cmd.dev_id = id;
-  cmd.queue_id = static_cast<uint16_t>(-1);
-  return cmd;
+// Whether the command carries the path of the device's char node in front of its
+// buffer. The kernel checks the caller's permission on that node for a device added
+// with UBLK_F_UNPRIVILEGED_DEV (and for GET_DEV_INFO2 on every device), then skips
+// the path. Commands without a buffer carry it wherever the kernel knows the field
+// (GET_FEATURES works): a privileged device ignores their buffer, so a command by id
+// works whatever the device, e.g. `ubloop cleanup` run by a device's owner.
+bool carriesPath(unsigned nr, Access access) {
+  if (nr == UBLK_CMD_ADD_DEV) return false;
+  if (nr == UBLK_CMD_GET_DEV_INFO2 || access == Access::Unprivileged) return true;
+  const bool noBuffer = nr == UBLK_CMD_START_DEV || nr == UBLK_CMD_STOP_DEV || nr == UBLK_CMD_DEL_DEV ||
+                        nr == UBLK_CMD_TRY_STOP_DEV || nr == UBLK_CMD_UPDATE_SIZE ||
+                        nr == UBLK_CMD_START_USER_RECOVERY || nr == UBLK_CMD_END_USER_RECOVERY;
+  return noBuffer && kernelSupport().features.has_value();
 }
 
-Result<Unit> run(uint32_t id, unsigned nr, ublksrv_ctrl_cmd cmd) {
+// One command for device `id`, with `len` bytes at `buf` (in and out) and data[0].
+Result<Unit> run(uint32_t id, unsigned nr, Access access, void *buf = nullptr, size_t len = 0, uint64_t data0 = 0) {
+  abi::CtrlCmd cmd{};
+  cmd.dev_id = id;
+  cmd.queue_id = static_cast<uint16_t>(-1);
+  cmd.data0 = data0;
+  std::string framed;
+  if (carriesPath(nr, access)) {
+    const std::string path = charDevicePath(id);
+    framed.assign(path.c_str(), path.size() + 1);
+    framed.append(static_cast<const char *>(buf), len);
+    cmd.dev_path_len = static_cast<uint16_t>(path.size() + 1);
+    cmd.addr = reinterpret_cast<uint64_t>(framed.data());
+    cmd.len = static_cast<uint16_t>(framed.size());
+  } else {
+    cmd.addr = reinterpret_cast<uint64_t>(buf);
+    cmd.len = static_cast<uint16_t>(len);
+  }
   int ret = execute(kernelSupport().encoding, nr, cmd);
   if (ret < 0) {
     return Result<Unit>::fail(SysError::from(ret, std::string(opName(nr)), "device " + std::to_string(id)));
   }
+  if (!framed.empty() && len > 0) memcpy(buf, framed.data() + cmd.dev_path_len, len);
   return Result<Unit>{Unit{}, {}};
 }
 
 template <typename T>
-Result<T> runWithBuffer(uint32_t id, unsigned nr, T value) {
-  ublksrv_ctrl_cmd cmd = makeCmd(id);
-  cmd.addr = reinterpret_cast<uint64_t>(&value);
-  cmd.len = sizeof(value);
-  Result<Unit> r = run(id, nr, cmd);
+Result<T> runWithBuffer(uint32_t id, unsigned nr, Access access, T value) {
+  Result<Unit> r = run(id, nr, access, &value, sizeof(value));
   if (!r.ok()) return Result<T>::fail(r.error);
   return Result<T>{value, {}};
 }
@@ -145,51 +169,54 @@ const KernelSupport &kernelSupport() {
 }
 
 Result<ublksrv_ctrl_dev_info> UblkControl::addDevice(const ublksrv_ctrl_dev_info &request) {
-  return runWithBuffer(request.dev_id, UBLK_CMD_ADD_DEV, request);
+  return runWithBuffer(request.dev_id, UBLK_CMD_ADD_DEV, Access::Privileged, request);
 }
 
-Result<Unit> UblkControl::setParams(uint32_t id, const ublk_params &params) {
-  Result<ublk_params> r = runWithBuffer(id, UBLK_CMD_SET_PARAMS, params);
+Result<Unit> UblkControl::setParams(uint32_t id, Access access, const ublk_params &params) {
+  Result<ublk_params> r = runWithBuffer(id, UBLK_CMD_SET_PARAMS, access, params);
   if (!r.ok()) return Result<Unit>::fail(r.error);
   return Result<Unit>{Unit{}, {}};
 }
 
-Result<ublk_params> UblkControl::getParams(uint32_t id) {
+Result<ublk_params> UblkControl::getParams(uint32_t id, Access access) {
   ublk_params p{};
   p.len = sizeof(p);
-  return runWithBuffer(id, UBLK_CMD_GET_PARAMS, p);
+  return runWithBuffer(id, UBLK_CMD_GET_PARAMS, access, p);
 }
 
 Result<ublksrv_ctrl_dev_info> UblkControl::getInfo(uint32_t id) {
-  return runWithBuffer(id, UBLK_CMD_GET_DEV_INFO, ublksrv_ctrl_dev_info{});
+  // GET_DEV_INFO2 (Linux 6.3+) answers for unprivileged devices too, to whoever may
+  // open their node; it needs the node here, so without one (a container without
+  // /dev/ublkcN) GET_DEV_INFO, which only root's devices answer, is the fallback.
+  if (kernelSupport().features) {
+    Result<ublksrv_ctrl_dev_info> r = runWithBuffer(id, UBLK_CMD_GET_DEV_INFO2, Access::Privileged, ublksrv_ctrl_dev_info{});
+    if (r.ok() || r.error.err != ENOENT) return r;
+  }
+  return runWithBuffer(id, UBLK_CMD_GET_DEV_INFO, Access::Privileged, ublksrv_ctrl_dev_info{});
 }
 
 Result<Unit> UblkControl::start(uint32_t id, int serverPid) {
-  ublksrv_ctrl_cmd cmd = makeCmd(id);
-  cmd.data[0] = static_cast<uint64_t>(serverPid);
-  return run(id, UBLK_CMD_START_DEV, cmd);
+  return run(id, UBLK_CMD_START_DEV, Access::Privileged, nullptr, 0, static_cast<uint64_t>(serverPid));
 }
 
-Result<Unit> UblkControl::stop(uint32_t id) { return run(id, UBLK_CMD_STOP_DEV, makeCmd(id)); }
+Result<Unit> UblkControl::stop(uint32_t id) { return run(id, UBLK_CMD_STOP_DEV, Access::Privileged); }
 
-Result<Unit> UblkControl::tryStop(uint32_t id) { return run(id, UBLK_CMD_TRY_STOP_DEV, makeCmd(id)); }
+Result<Unit> UblkControl::tryStop(uint32_t id) { return run(id, UBLK_CMD_TRY_STOP_DEV, Access::Privileged); }
 
 Result<Unit> UblkControl::updateSize(uint32_t id, uint64_t bytes) {
-  ublksrv_ctrl_cmd cmd = makeCmd(id);
-  cmd.data[0] = bytes >> 9;
-  return run(id, UBLK_CMD_UPDATE_SIZE, cmd);
+  return run(id, UBLK_CMD_UPDATE_SIZE, Access::Privileged, nullptr, 0, bytes >> 9);
 }
 
-Result<Unit> UblkControl::remove(uint32_t id) { return run(id, UBLK_CMD_DEL_DEV, makeCmd(id)); }
+Result<Unit> UblkControl::remove(uint32_t id) { return run(id, UBLK_CMD_DEL_DEV, Access::Privileged); }
 
 Result<Unit> UblkControl::startRecovery(uint32_t id) {
-  return run(id, UBLK_CMD_START_USER_RECOVERY, makeCmd(id));
+  return run(id, UBLK_CMD_START_USER_RECOVERY, Access::Privileged);
 }
 
 Result<Unit> UblkControl::endRecovery(uint32_t id, int serverPid) {
-  ublksrv_ctrl_cmd cmd = makeCmd(id);
-  cmd.data[0] = static_cast<uint64_t>(serverPid);
-  return run(id, UBLK_CMD_END_USER_RECOVERY, cmd);
+  return run(id, UBLK_CMD_END_USER_RECOVERY, Access::Privileged, nullptr, 0, static_cast<uint64_t>(serverPid));
 }
+
+std::string charDevicePath(uint32_t id) { return "/dev/ublkc" + std::to_string(id); }
 
 }  // namespace ubloop

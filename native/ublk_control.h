@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 
 #include "errors.h"
 #include "ublk_abi.h"
@@ -32,12 +33,23 @@ struct Result {
 
 struct Unit {};
 
+// How the kernel checks a command for a device: by the caller's CAP_SYS_ADMIN
+// (Privileged), or, for a device added with UBLK_F_UNPRIVILEGED_DEV, by the caller's
+// permission on the device's char node, whose path then leads the command's buffer.
+// Commands without a buffer carry the path anyway where the kernel knows it, so
+// only SET_PARAMS and GET_PARAMS need telling.
+enum class Access { Privileged, Unprivileged };
+
+// /dev/ublkcN.
+std::string charDevicePath(uint32_t id);
+
 class UblkControl {
  public:
   // dev_id may be -1 (automatic); the kernel fills in the id and the granted flags.
   static Result<ublksrv_ctrl_dev_info> addDevice(const ublksrv_ctrl_dev_info &request);
-  static Result<Unit> setParams(uint32_t id, const ublk_params &params);
-  static Result<ublk_params> getParams(uint32_t id);
+  static Result<Unit> setParams(uint32_t id, Access access, const ublk_params &params);
+  static Result<ublk_params> getParams(uint32_t id, Access access);
+  // GET_DEV_INFO2 where the kernel has it (owner uid/gid, unprivileged devices).
   static Result<ublksrv_ctrl_dev_info> getInfo(uint32_t id);
   static Result<Unit> start(uint32_t id, int serverPid);
   static Result<Unit> stop(uint32_t id);
