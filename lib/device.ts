@@ -7,6 +7,7 @@ import { checkOptions, loopDeviceSize, type CheckedOptions, type DeviceOptions, 
 import { filesystemSize } from './filesystem-size.js';
 import { checkImageFdFlags } from './fd-flags.js';
 import { flagNames, readScheduler } from './kernel.js';
+import { checkCanAddDevice, explainAddError, waitForOwnNode } from './unprivileged.js';
 import { native, type NativeDevice, type NativeQueueStats } from './native.js';
 
 export type { DeviceOptions } from './device-options.js';
@@ -37,6 +38,10 @@ export interface DeviceInfo {
   /** Active I/O scheduler of the disk, or null if unknown. */
   scheduler: string | null;
   serverPid: number;
+  /** Who owns the device: the user who added it (root's own devices, and on kernels before 6.3, uid 0). */
+  owner: { uid: number; gid: number };
+  /** Added by a user without CAP_SYS_ADMIN (UBLK_F_UNPRIVILEGED_DEV): only the owner may open or control it. */
+  unprivileged: boolean;
   /** Why the device stopped serving (a queue thread failed; its I/O fails with EIO), or null. */
   failure: string | null;
 }
@@ -110,6 +115,8 @@ export class Device {
       dataPath: 'kernel-copy',
       scheduler,
       serverPid: n.serverPid,
+      owner: { uid: n.ownerUid, gid: n.ownerGid },
+      unprivileged: flagNames(n.flags).includes('UBLK_F_UNPRIVILEGED_DEV'),
       failure: this.failure(),
     };
   }
@@ -275,11 +282,17 @@ function checkDirectIoAlignment(fd: number, o: CheckedOptions, name: string): vo
 
 function setScheduler(id: number, scheduler: Scheduler): void {
   const disk = `ublkb${id}`;
-  const { available } = readScheduler(disk);
+  const { active, available } = readScheduler(disk);
   if (!available.includes(scheduler)) {
     throw invalid(`I/O scheduler "${scheduler}" is not offered for ${disk} (offered: ${available.join(', ')})`);
   }
-  writeFileSync(`/sys/block/${disk}/queue/scheduler`, scheduler);
+  if (active === scheduler) return;
+  try {
+    writeFileSync(`/sys/block/${disk}/queue/scheduler`, scheduler);
+  } catch (err) {
+    if (!isSystemError(err) || err.code !== 'EACCES') throw err;
+    throw new UbloopError('EACCES', `only root may set the I/O scheduler of ${disk} (to "${scheduler}"); leave the kernel's ("${active ?? '?'}") with --scheduler kernel`);
+  }
 }
 
 /**
@@ -288,6 +301,7 @@ function setScheduler(id: number, scheduler: Scheduler): void {
  */
 export async function createDevice(options: DeviceOptions): Promise<Device> {
   const o = checkOptions(options);
+  checkCanAddDevice();
   let size = o.size ?? 0;
   let image: ReturnType<typeof openImage> | undefined;
   try {
@@ -296,22 +310,35 @@ export async function createDevice(options: DeviceOptions): Promise<Device> {
       size = loopDeviceSize(imageSize(image.fd, image.name), o, image.name);
       if (o.directIo) checkDirectIoAlignment(image.fd, o, image.name);
     }
-    const dev = await native().createDevice({
-      id: o.id,
-      target: o.target,
-      fd: image?.fd ?? -1,
-      offset: o.offset,
-      size,
-      readOnly: o.readOnly,
-      queues: o.queues,
-      depth: o.depth,
-      blockSize: o.blockSize,
-      maxIoBytes: o.maxIoBytes,
-      flags: 0n,
-      discard: o.discard,
-      pollUs: o.pollUs,
-    });
+    let dev: NativeDevice;
+    try {
+      dev = await native().createDevice({
+        id: o.id,
+        target: o.target,
+        fd: image?.fd ?? -1,
+        offset: o.offset,
+        size,
+        readOnly: o.readOnly,
+        queues: o.queues,
+        depth: o.depth,
+        blockSize: o.blockSize,
+        maxIoBytes: o.maxIoBytes,
+        flags: 0n,
+        discard: o.discard,
+        pollUs: o.pollUs,
+      });
+    } catch (err) {
+      throw explainAddError(err);
+    }
     const device = new Device(dev, o);
+    if (device.info().unprivileged) {
+      try {
+        await waitForOwnNode(device.path);
+      } catch (err) {
+        await device.stop();
+        throw err;
+      }
+    }
     if (o.scheduler !== null) {
       try {
         setScheduler(device.id, o.scheduler);

@@ -10,12 +10,13 @@ import { instanceCommand } from './commands/instance.js';
 import { listCommand } from './commands/list.js';
 import { resizeCommand } from './commands/resize.js';
 import { serveCommand } from './commands/serve.js';
+import { udevCommand } from './commands/udev.js';
 import { fail } from './output.js';
 
 function commands(cli: Argv): Argv {
   return cli.command(serveCommand).command(featuresCommand).command(cleanupCommand)
     .command(daemonCommand).command(instanceCommand).command(attachCommand).command(detachCommand).command(listCommand)
-    .command(resizeCommand);
+    .command(resizeCommand).command(udevCommand);
 }
 
 /** Runs the CLI; resolves to the process exit code. */

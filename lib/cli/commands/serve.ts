@@ -16,7 +16,7 @@ interface ServeArgs {
   queues: number;
   depth: number;
   maxIo: string;
-  scheduler: string;
+  scheduler: string | undefined;
   id: number | undefined;
   discard: boolean;
   pollUs: number;
@@ -40,7 +40,11 @@ function withServeOptions(y: Argv): Argv<ServeArgs> {
     .option('queues', { alias: 'q', type: 'number', default: 1, describe: 'hardware queues (one thread each)' })
     .option('depth', { alias: 'd', type: 'number', default: 128, describe: 'requests in flight per queue' })
     .option('max-io', { type: 'string', default: '1M', describe: 'largest single request' })
-    .option('scheduler', { type: 'string', choices: SCHEDULERS, default: 'none', describe: 'I/O scheduler ("kernel": leave the default)' })
+    .option('scheduler', {
+      type: 'string',
+      choices: SCHEDULERS,
+      describe: 'I/O scheduler ("kernel": leave the default; default: none as root, the kernel\'s otherwise, since only root may set it)',
+    })
     .option('id', { type: 'number', describe: 'ublk device id to ask for (default: any free one)' })
     .option('discard', { type: 'boolean', default: true, describe: 'support discard and write-zeroes (--no-discard to turn off)' })
     .option('poll-us', {
@@ -56,7 +60,9 @@ function withServeOptions(y: Argv): Argv<ServeArgs> {
 async function toOptions(args: ServeArgs): Promise<DeviceOptions> {
   const { parseSize } = await import('../../size.js');
   const { invalid } = await import('../../errors.js');
-  const scheduler: Scheduler | null = args.scheduler === 'kernel' ? null : (args.scheduler as Scheduler);
+  const { hasCapSysAdmin } = await import('../../unprivileged.js');
+  const chosen = args.scheduler ?? (hasCapSysAdmin() ? 'none' : 'kernel');
+  const scheduler: Scheduler | null = chosen === 'kernel' ? null : (chosen as Scheduler);
   const common = {
     readOnly: args.readOnly,
     blockSize: args.blockSize,
