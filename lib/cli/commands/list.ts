@@ -1,4 +1,6 @@
-// ubloop list: devices of the instances you can reach (root: all of them).
+// ubloop list: devices of the instances you can reach (root: all of them), then the
+// other ublk devices the kernel has (`ubloop serve`, other servers) that you may query:
+// root sees all of them, a user their own unprivileged devices.
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import type { DeviceEntry } from '../../protocol/results.js';
 import { withDaemonClientOptions, type DaemonClientArgs } from '../daemon-options.js';
@@ -18,7 +20,69 @@ function withListOptions(y: Argv): Argv<ListArgs> {
   ) as unknown as Argv<ListArgs>;
 }
 
-async function collect(args: ListArgs): Promise<DeviceEntry[]> {
+/** A ublk device no instance holds, as the kernel reports it. */
+export interface KernelDeviceEntry {
+  instance: null;
+  index: null;
+  state: 'live' | 'dead' | 'quiesced';
+  path: string;
+  ublkPath: string;
+  ublkId: number;
+  size: number | null;
+  serverPid: number;
+  owner: { uid: number; gid: number };
+  unprivileged: boolean;
+  flags: string[];
+}
+
+type Entry = (DeviceEntry & { owner?: undefined }) | KernelDeviceEntry;
+
+async function kernelDevices(skip: Set<number>): Promise<KernelDeviceEntry[]> {
+  const { readFileSync } = await import('node:fs');
+  const { ublkDeviceIds } = await import('../../stale.js');
+  const { native } = await import('../../native.js');
+  const { flagNames } = await import('../../kernel.js');
+  const out: KernelDeviceEntry[] = [];
+  for (const id of ublkDeviceIds()) {
+    if (skip.has(id)) continue;
+    let info;
+    try {
+      info = await native().getDeviceInfo(id);
+    } catch {
+      continue; // gone meanwhile, or not yours to see
+    }
+    let size: number | null = null;
+    try {
+      size = Number(readFileSync(`/sys/block/ublkb${id}/size`, 'utf8').trim()) * 512;
+    } catch {
+      // no disk (not started)
+    }
+    const flags = flagNames(info.flags);
+    out.push({
+      instance: null,
+      index: null,
+      state: info.state,
+      path: `/dev/ublkb${id}`,
+      ublkPath: `/dev/ublkb${id}`,
+      ublkId: id,
+      size,
+      serverPid: info.serverPid,
+      owner: { uid: info.ownerUid, gid: info.ownerGid },
+      unprivileged: flags.includes('UBLK_F_UNPRIVILEGED_DEV'),
+      flags,
+    });
+  }
+  return out;
+}
+
+async function collect(args: ListArgs): Promise<Entry[]> {
+  const daemon = await daemonDevices(args);
+  if (args.instance !== undefined) return daemon;
+  const held = new Set(daemon.map((e) => e.ublkId).filter((id): id is number => id !== null));
+  return [...daemon, ...(await kernelDevices(held))];
+}
+
+async function daemonDevices(args: ListArgs): Promise<DeviceEntry[]> {
   const { readdirSync } = await import('node:fs');
   const { join } = await import('node:path');
   const { DaemonClient } = await import('../../daemon/client.js');
@@ -32,7 +96,11 @@ async function collect(args: ListArgs): Promise<DeviceEntry[]> {
     }
   };
   if (args.instance !== undefined) return ask(instanceSocket(args.root, args.instance));
-  if (process.getuid?.() === 0) return ask(args.socket);
+  if (process.getuid?.() === 0) {
+    const { existsSync } = await import('node:fs');
+    // No daemon: only the kernel's devices.
+    return existsSync(args.socket) ? ask(args.socket) : [];
+  }
   const out: DeviceEntry[] = [];
   let names: string[] = [];
   try {
@@ -60,17 +128,30 @@ async function handler(args: ArgumentsCamelCase<ListArgs>): Promise<void> {
     return;
   }
   const rows = [['INSTANCE', 'INDEX', 'STATE', 'DEVICE', 'UBLK', 'SIZE', 'FLAGS', 'BACKING']];
+  const served: KernelDeviceEntry[] = [];
   for (const e of entries) {
+    if (e.instance === null) {
+      served.push(e);
+      continue;
+    }
     const flags = [e.options?.readOnly ? 'ro' : '', e.options?.directIo ? 'dio' : '', e.options?.autoclear ? 'autoclear' : '', e.detachPending ? 'detach-pending' : '']
       .filter(Boolean).join(',');
     rows.push([e.instance, String(e.index), e.failure ? 'failed' : e.state, e.path ?? '-', e.ublkPath ?? '-', e.size === null ? '-' : formatSize(e.size), flags || '-', e.backing?.path ?? '-']);
   }
-  process.stdout.write(table(rows));
+  if (rows.length > 1 || served.length === 0) process.stdout.write(table(rows));
+  if (served.length > 0) {
+    // Devices no instance holds: `ubloop serve` and other servers.
+    const other = [['UBLK', 'STATE', 'SIZE', 'OWNER', 'SERVER', 'FLAGS']];
+    for (const e of served) {
+      other.push([e.ublkPath, e.state, e.size === null ? '-' : formatSize(e.size), `${e.owner.uid}:${e.owner.gid}`, e.serverPid > 0 ? `pid ${e.serverPid}` : '-', e.unprivileged ? 'unprivileged' : '-']);
+    }
+    process.stdout.write(`${rows.length > 1 ? '\n' : ''}${table(other)}`);
+  }
 }
 
 export const listCommand: CommandModule<object, ListArgs> = {
   command: 'list',
-  describe: 'list instance devices',
+  describe: 'list instance devices and the other ublk devices (with their owner)',
   builder: withListOptions,
   handler,
 };
