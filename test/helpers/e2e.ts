@@ -197,8 +197,16 @@ export interface ServerStats {
  * line is printed). The teardown stops the server and makes sure nothing is left; a
  * device that outlives its server fails the test and is deleted through the addon.
  */
-export async function serve(t: TestLike, args: string[], startMs = 180_000, env: NodeJS.ProcessEnv = {}): Promise<Server> {
-  const proc = spawn(process.execPath, [CLI, 'serve', ...args, '--json'], {
+export async function serve(
+  t: TestLike,
+  args: string[],
+  startMs = 180_000,
+  env: NodeJS.ProcessEnv = {},
+  /** The command that runs ubloop (e.g. as another user): node and the CLI by default. */
+  launch: string[] = [process.execPath, CLI],
+): Promise<Server> {
+  const [cmd = process.execPath, ...pre] = launch;
+  const proc = spawn(cmd, [...pre, 'serve', ...args, '--json'], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
   });
