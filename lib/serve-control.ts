@@ -1,5 +1,5 @@
-// The control socket of a `ubloop serve` process, /run/ubloop/serve/ublkbN.sock (root
-// only): it answers the same newline-delimited JSON as the daemon, for the requests
+// The control socket of a `ubloop serve` process, /run/ubloop/serve/ublkbN.sock for
+// root (serveRoot() for a user's unprivileged device), for its own user and root: it answers the same newline-delimited JSON as the daemon, for the requests
 // that make sense for one device: `resize` (ubloop resize /dev/ublkbN) and `info`.
 import { mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';

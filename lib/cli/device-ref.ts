@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { UbloopError, invalid } from '../errors.js';
 import { DaemonClient } from '../daemon/client.js';
-import { serveSocket } from '../daemon/paths.js';
+import { serveRoot, serveSocket } from '../daemon/paths.js';
 import type { DaemonClientArgs } from './daemon-options.js';
 
 export type DeviceRef = { kind: 'instance'; instance: string; index: number } | { kind: 'serve'; id: number; socket: string };
@@ -21,8 +21,10 @@ export async function resolveDevice(device: string, instance: string | undefined
   const ublk = /^\/dev\/ublkb(\d+)$/.exec(path);
   if (!ublk?.[1]) throw invalid(`${device} is not an instance device (…/instances/NAME/loopN) nor /dev/ublkbN`);
   const id = Number(ublk[1]);
-  const socket = serveSocket(args.root, id);
-  if (allowServe && existsSync(socket)) return { kind: 'serve', id, socket };
+  // root's serve under --root; a user's own unprivileged serve in their runtime directory
+  for (const socket of [serveSocket(args.root, id), serveSocket(serveRoot(), id)]) {
+    if (allowServe && existsSync(socket)) return { kind: 'serve', id, socket };
+  }
   const admin = DaemonClient.connect(args.socket);
   try {
     const reply = await admin.request({ op: 'list' });

@@ -1,4 +1,6 @@
 // Where things live by default.
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 export const DEFAULT_ROOT = '/run/ubloop';
@@ -16,4 +18,14 @@ export function instanceSocket(root: string, name: string): string {
 /** The control socket of the `ubloop serve` process serving /dev/ublkbN (resize). */
 export function serveSocket(root: string, id: number): string {
   return join(root, 'serve', `ublkb${id}.sock`);
+}
+
+/**
+ * Where a `ubloop serve` of this user keeps its control socket: root's under
+ * DEFAULT_ROOT, an ordinary user's (unprivileged devices) in their runtime directory.
+ */
+export function serveRoot(uid = process.getuid?.() ?? 0, env = process.env): string {
+  if (uid === 0) return DEFAULT_ROOT;
+  const runtime = env['XDG_RUNTIME_DIR'] ?? `/run/user/${uid}`;
+  return existsSync(runtime) ? join(runtime, 'ubloop') : join(tmpdir(), `ubloop-${uid}`);
 }

@@ -109,6 +109,14 @@ t.test('a user serves their own image as a device only they can open and control
   const table = run(process.execPath, [CLI, 'list', '--socket', join(dir, 'none.sock')]);
   t.match(table.stdout, new RegExp(`${info.path}\\s+live\\s+64M\\s+${OWNER}:${OWNER}\\s+pid \\d+\\s+unprivileged`), 'and in the table');
 
+  // The owner resizes their device (UPDATE_SIZE, checked against their /dev/ublkcN).
+  run('truncate', ['-s', String(96 * MiB), img]);
+  const grow = ubloopAs(OWNER, ['resize', info.path]);
+  t.equal(grow.status, 0, `the owner's ubloop resize succeeds: ${grow.stderr.trim()}`);
+  t.equal(Number(readFileSync(`/sys/block/ublkb${info.id}/size`, 'utf8')) * 512, 96 * MiB, 'the disk has the image\'s new size');
+  const theirs = ubloopAs(OTHER, ['resize', info.path, '--size', String(128 * MiB)]);
+  t.not(theirs.status, 0, `another user cannot resize it: ${theirs.stderr.trim()}`);
+
   // The kernel's cap on unprivileged devices: EACCES past it, said clearly.
   writeFileSync(UBLKS_MAX, '1');
   const img2 = userImage(dir, OWNER, 'second.img');

@@ -57,3 +57,10 @@ t.test('ubloop udev takes kernel names and /dev paths of ublk nodes only', async
     t.throws(() => parseNodeName(bad), { code: 'EINVAL', message: /is not a ublk node/ }, `"${bad}" refused`);
   }
 });
+
+t.test("a user's serve keeps its control socket in their runtime directory, root's under /run/ubloop", async (t) => {
+  const { serveRoot } = await import('../../lib/daemon/paths.js');
+  t.equal(serveRoot(0, {}), '/run/ubloop');
+  t.equal(serveRoot(1001, { XDG_RUNTIME_DIR: dir }), join(dir, 'ubloop'), '$XDG_RUNTIME_DIR');
+  t.equal(serveRoot(1001, { XDG_RUNTIME_DIR: join(dir, 'missing') }), join(tmpdir(), 'ubloop-1001'), 'no runtime directory: a per-user one in the temp directory');
+});

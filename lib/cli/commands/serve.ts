@@ -114,7 +114,7 @@ async function handler(args: ArgumentsCamelCase<ServeArgs>): Promise<void> {
   const { createDevice } = await import('../../device.js');
   const { printJson } = await import('../output.js');
   const { listenServeControl } = await import('../../serve-control.js');
-  const { DEFAULT_ROOT } = await import('../../daemon/paths.js');
+  const { serveRoot } = await import('../../daemon/paths.js');
   let device: Device | undefined;
   let closeControl: (() => void) | undefined;
   let failure: string | null = null;
@@ -134,7 +134,7 @@ async function handler(args: ArgumentsCamelCase<ServeArgs>): Promise<void> {
     const options = await toOptions(args);
     device = await createDevice(options);
     try {
-      closeControl = listenServeControl(device, DEFAULT_ROOT);
+      closeControl = listenServeControl(device, serveRoot());
     } catch (err) {
       process.stderr.write(`ubloop: no control socket (ubloop resize will not reach ${device.path}): ${(err as Error).message}\n`);
     }
