@@ -1,7 +1,7 @@
 // The control socket of a `ubloop serve` process, /run/ubloop/serve/ublkbN.sock for
 // root (serveRoot() for a user's unprivileged device), for its own user and root: it answers the same newline-delimited JSON as the daemon, for the requests
 // that make sense for one device: `resize` (ubloop resize /dev/ublkbN) and `info`.
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Device } from './device.js';
 import { UbloopError } from './errors.js';
@@ -14,6 +14,11 @@ import { INFO, RESIZE } from './protocol/device-requests.js';
 export function listenServeControl(device: Device, root: string): () => void {
   const path = serveSocket(root, device.id);
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  // A user's directory may be in /tmp, where anyone could have made it first.
+  const dir = statSync(dirname(path));
+  if (dir.uid !== (process.getuid?.() ?? 0) || (dir.mode & 0o022) !== 0) {
+    throw new UbloopError('EPERM', `${dirname(path)} is not this user's own private directory`);
+  }
   rmSync(path, { force: true }); // a socket left by a server that died
   const connections = new Map<UnixConnection, Connection>();
   const server = ipc().listenUnix(
