@@ -244,10 +244,25 @@ function runTap(args, file) {
  * prefix (so two guests running at once stay readable; the guest console's terminal
  * control sequences are dropped) and saved, unprefixed, to opts.logFile.
  */
-function run(cmd, args, { prefix, logFile, ...opts } = {}) {
+function run(cmd, args, { prefix, logFile, startedFile, startLimitMs, ...opts } = {}) {
   return new Promise((done) => {
     const piped = prefix !== undefined;
-    const child = spawn(cmd, args, { stdio: piped ? ['ignore', 'pipe', 'pipe'] : 'inherit', ...opts });
+    const watched = startedFile !== undefined && startLimitMs !== undefined;
+    const child = spawn(cmd, args, { stdio: piped ? ['ignore', 'pipe', 'pipe'] : 'inherit', ...(watched ? { detached: true } : {}), ...opts });
+    // A guest that never gets as far as starting its tests (a boot that hangs, seen
+    // once under TCG with the host loaded) is ended, with everything it started,
+    // rather than left to use up the whole VM timeout.
+    const watchdog = watched
+      ? setTimeout(() => {
+          if (existsSync(startedFile)) return;
+          console.error(`${prefix ?? ''}test.mjs: the guest started no tests within ${startLimitMs / 1000} s; ending it`);
+          try {
+            process.kill(-child.pid, 'SIGKILL');
+          } catch {
+            child.kill('SIGKILL');
+          }
+        }, startLimitMs)
+      : undefined;
     const forward = (sig) => child.kill(sig);
     process.on('SIGINT', forward);
     process.on('SIGTERM', forward);
@@ -275,6 +290,7 @@ function run(cmd, args, { prefix, logFile, ...opts } = {}) {
     const finish = async (code) => {
       if (finished) return;
       finished = true;
+      clearTimeout(watchdog);
       process.off('SIGINT', forward);
       process.off('SIGTERM', forward);
       await Promise.all(pending);
@@ -574,23 +590,35 @@ if (!unitOnly) {
       } else if (timeout < 120) {
         r.failure = `no time left: the guests together may take UBLK_E2E_BUDGET=${budget} s, and ${budget - left} s are gone`;
       } else {
-        const opts = ['--scratch', scratch, '--timeout', String(timeout), ...(cpus ? ['--cpus', cpus] : [])];
+        const opts = ['--scratch', scratch, ...(cpus ? ['--cpus', cpus] : [])];
+        const started0 = Date.now();
         banner(`e2e tests on ${plan.label} (VM: ${relative(root, plan.kernel) || plan.kernel})`);
-        log(`${prefix ?? ''}runner: ${runner} ${opts.join(' ')}${prefix ? ` (console log: ${relative(root, vmLogFile(plan.tag))})` : ''}`);
+        log(`${prefix ?? ''}runner: ${runner} ${opts.join(' ')} --timeout ${timeout}${prefix ? ` (console log: ${relative(root, vmLogFile(plan.tag))})` : ''}`);
         // Exit 2 without results means the runner refused before booting the guest. The
         // shared runner's own busybox check (`busybox --list | grep -q` under pipefail) can
         // fail now and then with SIGPIPE, so that is tried again twice before it counts.
+        // A guest that started no tests within UBLK_VM_START_LIMIT s (default 600) is
+        // ended and booted once more.
         let rc = 2;
-        const refused = () => rc === 2 && !existsSync(infoFile) && !existsSync(streamFile(`e2e-${plan.tag}`));
-        for (let attempt = 1; attempt <= 3 && refused(); attempt++) {
-          if (attempt > 1) log(`${prefix ?? ''}runner refused to start (exit 2); trying again (${attempt}/3)`);
-          rc = await run(runner, [...opts, '--', 'node', 'scripts/test.mjs', '--e2e-inner', ...argv], {
+        const started = streamFile(`e2e-${plan.tag}`);
+        const refused = () => rc === 2 && !existsSync(infoFile) && !existsSync(started);
+        const startLimitMs = Number(process.env.UBLK_VM_START_LIMIT ?? 600) * 1000;
+        let stalls = 0;
+        for (let attempt = 1; attempt <= 3 && (refused() || (stalls === 1 && !existsSync(started))); attempt++) {
+          if (attempt > 1) log(`${prefix ?? ''}${stalls ? 'the guest stalled before its tests' : 'runner refused to start (exit 2)'}; trying again (${attempt}/3)`);
+          const t1 = Date.now();
+          rc = await run(runner, [...opts, '--timeout', String(Math.max(120, timeout - Math.floor((t1 - started0) / 1000))), '--', 'node', 'scripts/test.mjs', '--e2e-inner', ...argv], {
             env: { ...env, UBLK_VM_KERNEL: plan.kernel },
             prefix,
             logFile: vmLogFile(plan.tag),
+            startedFile: started,
+            startLimitMs,
           });
+          if (!existsSync(started) && Date.now() - t1 >= startLimitMs) stalls++;
         }
-        if (rc === 98 || rc === 97) {
+        if (stalls > 0 && !existsSync(started)) {
+          r.failure = `the guest started no tests within ${startLimitMs / 1000} s, ${stalls} time(s) (a boot or start that hangs; UBLK_VM_START_LIMIT sets the limit)`;
+        } else if (rc === 98 || rc === 97) {
           r.failure = `the VM did not run the tests (runner exit ${rc}: ${rc === 98 ? `boot failure, panic or the ${timeout} s timeout` : 'could not enter the project directory'})`;
         } else if (rc === 2 && !existsSync(infoFile)) {
           r.failure = `the VM runner refused to start (exit 2; see its message above)\n${howToGetKernel()}`;
