@@ -7,14 +7,15 @@ import t from 'tap';
 import type { Test } from 'tap';
 import { spawn } from 'node:child_process';
 import { chmodSync, closeSync, existsSync, openSync, readFileSync, readSync, statSync, writeSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { ROOT } from '../helpers/e2e.js';
 import { native } from '../../lib/native.js';
 import type { NativeIoctlHandler, NativeIoctlRequest } from '../../lib/native.js';
 
 const ADD = 0x4c80;
 const REMOVE = 0x4c81;
 const GET_FREE = 0x4c82;
-const ADDON = fileURLToPath(new URL('../../build/Release/ubloop.node', import.meta.url));
+const ADDON = join(ROOT, 'build', 'Release', 'ubloop.node');
 // Children get a plain environment: no tap loader hooks (which a non-root child could
 // not write for), no colours.
 const childEnv = { PATH: process.env['PATH'] ?? '/usr/bin:/bin' };

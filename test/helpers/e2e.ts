@@ -4,10 +4,15 @@
 import { spawn, spawnSync, type ChildProcess, type SpawnSyncOptions } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
+/** The project root: the nearest directory above this file with package.json (this file also runs compiled, from dist/test/helpers). */
+export const ROOT = (() => {
+  let dir = resolve(fileURLToPath(new URL('.', import.meta.url)));
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
+  return dir;
+})();
 export const CLI = join(ROOT, 'bin', 'ubloop.js');
 export const MiB = 1 << 20;
 
