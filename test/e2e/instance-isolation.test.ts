@@ -16,7 +16,7 @@ t.test('uid 1001 and uid 1002 each reach only their own instance', async (t) => 
     { uid: 1002, name: 'b', img: join(dir, 'b.img') },
   ];
   for (const u of users) {
-    t.equal(d.cli(['instance', 'create', u.name, '--owner', `${u.uid}:${u.uid}`, '--mode', '0660']).status, 0);
+    await d.admin().request({ op: 'instance.create', name: u.name, uid: u.uid, gid: u.uid, mode: 0o660 });
     sparseImage(u.img, 4 * MiB);
     chownSync(u.img, u.uid, u.uid);
     chmodSync(u.img, 0o600);

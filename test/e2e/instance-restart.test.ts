@@ -19,7 +19,7 @@ t.test('restart restores instances, max, owners and bindings; data intact', asyn
 
   const d1 = await startDaemon(t, dir, [], state);
   t.equal(d1.cli(['instance', 'create', 'a', '--max', '3', '--owner', '1001:1002', '--mode', '0640', '--owner-max', '5']).status, 0);
-  t.equal(d1.cli(['instance', 'create', 'b', '--max', '7']).status, 0);
+  await d1.admin().request({ op: 'instance.create', name: 'b', max: 7 });
   const dev = d1.cli(['attach', '--instance', 'a', keep, '--block-size', '4096']).stdout.trim();
   t.equal(dev, join(d1.root, 'instances', 'a', 'loop0'));
   const dev2 = d1.cli(['attach', '--instance', 'a', swapped]).stdout.trim();

@@ -40,13 +40,15 @@ t.test('a daemon device whose queue fails shows as failed in ubloop list and the
   const dir = workDir(t);
   const image = sparseImage(join(dir, 'dfail.img'), 64 * MiB);
   const d = await startDaemon(t, dir, ['--sweep-interval', '200'], undefined, { UBLOOP_INJECT_QUEUE_FAULT: 'EIO:40' });
-  t.equal(d.cli(['instance', 'create', 'qf']).status, 0, 'instance created');
+  await d.admin().request({ op: 'instance.create', name: 'qf' });
   const a = d.cli(['attach', '--instance', 'qf', image]);
   t.equal(a.status, 0, `attached: ${a.stderr}`);
   const node = a.stdout.trim();
   type Entry = { index: number; state: string; ublkPath: string | null; ublkId: number | null; failure: string | null };
-  const entry = () => jsonOut<Entry[]>(d.cli(['list', '--json', '--instance', 'qf'])).find((e) => e.index === 0);
-  const before = entry();
+  // The state through the socket API (a CLI start costs seconds in the emulated guest);
+  // `ubloop list` itself is checked once the device has failed.
+  const entry = async () => ((await d.instance('qf').request({ op: 'list' }))['devices'] as Entry[]).find((e) => e.index === 0);
+  const before = await entry();
   t.equal(before?.failure, null, 'healthy before the fault');
   const ublkId = before?.ublkId ?? -1;
 
@@ -56,7 +58,8 @@ t.test('a daemon device whose queue fails shows as failed in ubloop list and the
 
   for (let i = 0; i < 300 && !/qf\/loop0 .* failed/.test(d.stderr()); i++) await sleep(100);
   t.match(d.stderr(), /qf\/loop0 \(\/dev\/ublkb\d+\) failed: queue 0: io_uring_enter failed: Input\/output error \(EIO\)/, 'the daemon log names the device, the queue and the error');
-  t.match(entry()?.failure ?? '', /queue 0: io_uring_enter.*EIO/, 'ubloop list --json gives the failure');
+  const listed = jsonOut<Entry[]>(d.cli(['list', '--json', '--instance', 'qf'])).find((e) => e.index === 0);
+  t.match(listed?.failure ?? '', /queue 0: io_uring_enter.*EIO/, 'ubloop list --json gives the failure');
   const table = d.cli(['list', '--instance', 'qf']);
   t.match(table.stdout, /^qf\s+0\s+failed\s/m, 'ubloop list shows the device as failed');
 
@@ -65,7 +68,7 @@ t.test('a daemon device whose queue fails shows as failed in ubloop list and the
   t.not(r.status, 0, `a later read fails (${r.stderr.trim()})`);
   const det = d.cli(['detach', '--instance', 'qf', '0']);
   t.equal(det.status, 0, `the failed device detaches: ${det.stderr}`);
-  const after = entry();
+  const after = await entry();
   t.ok(after === undefined || (after.state === 'unbound' && after.failure === null), `loop0 is no longer bound or failed (${JSON.stringify(after)})`);
   t.same(await waitGone(ublkId), [], 'its ublk device is deleted');
 });
