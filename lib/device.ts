@@ -6,7 +6,7 @@ import { UbloopError, invalid, isSystemError } from './errors.js';
 import { checkOptions, loopDeviceSize, type CheckedOptions, type DeviceOptions, type Scheduler } from './device-options.js';
 import { filesystemSize } from './filesystem-size.js';
 import { checkImageFdFlags } from './fd-flags.js';
-import { flagNames, readScheduler } from './kernel.js';
+import { flagNames, hasFlag, readScheduler } from './kernel.js';
 import { checkCanAddDevice, explainAddError, waitForOwnNode } from './unprivileged.js';
 import { native, type NativeDevice, type NativeQueueStats } from './native.js';
 
@@ -116,7 +116,7 @@ export class Device {
       scheduler,
       serverPid: n.serverPid,
       owner: { uid: n.ownerUid, gid: n.ownerGid },
-      unprivileged: flagNames(n.flags).includes('UBLK_F_UNPRIVILEGED_DEV'),
+      unprivileged: hasFlag(n.flags, 'UBLK_F_UNPRIVILEGED_DEV'),
       failure: this.failure(),
     };
   }
@@ -164,7 +164,7 @@ export class Device {
 
   /** Whether stop({ ifUnused: true }) is available: the kernel granted UBLK_F_SAFE_STOP_DEV. */
   get canStopIfUnused(): boolean {
-    return flagNames(this.#native.info().flags).includes('UBLK_F_SAFE_STOP_DEV');
+    return hasFlag(this.#native.info().flags, 'UBLK_F_SAFE_STOP_DEV');
   }
 
   /**
@@ -176,7 +176,7 @@ export class Device {
   async resize(bytes?: number): Promise<number> {
     const n = this.#native.info();
     const o = this.#options;
-    if (!flagNames(n.flags).includes('UBLK_F_UPDATE_SIZE')) {
+    if (!hasFlag(n.flags, 'UBLK_F_UPDATE_SIZE')) {
       throw new UbloopError('EOPNOTSUPP', `${this.path} cannot be resized: this kernel's ublk lacks UPDATE_SIZE (UBLK_F_UPDATE_SIZE, Linux 6.16+)`);
     }
     if (n.imageSize === null) throw invalid(`${this.path} has no image to take a size from (null target)`);
@@ -331,7 +331,7 @@ export async function createDevice(options: DeviceOptions): Promise<Device> {
       throw explainAddError(err);
     }
     const device = new Device(dev, o);
-    if (device.info().unprivileged) {
+    if (hasFlag(dev.info().flags, 'UBLK_F_UNPRIVILEGED_DEV')) {
       try {
         await waitForOwnNode(device.path);
       } catch (err) {

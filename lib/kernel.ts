@@ -38,6 +38,11 @@ export function flagNames(flags: bigint): string[] {
   return names;
 }
 
+/** Whether flags has the UBLK_F_* flag of that name set. */
+export function hasFlag(flags: bigint, name: `UBLK_F_${string}`): boolean {
+  return flagNames(flags).includes(name);
+}
+
 export function ublkProblem(controlError: string | null): string {
   if (controlError === 'ENOENT' && !existsSync('/sys/class/misc/ublk-control')) {
     return 'ublk is not available: /dev/ublk-control is missing; load the driver with "modprobe ublk_drv" (Linux 6.0+)';

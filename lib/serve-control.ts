@@ -1,6 +1,7 @@
 // The control socket of a `ubloop serve` process, /run/ubloop/serve/ublkbN.sock for
-// root (serveRoot() for a user's unprivileged device), for its own user and root: it answers the same newline-delimited JSON as the daemon, for the requests
-// that make sense for one device: `resize` (ubloop resize /dev/ublkbN) and `info`.
+// root (serveRoot() for a user's unprivileged device), open to its own user and root:
+// it answers the same newline-delimited JSON as the daemon, for the requests that make
+// sense for one device: `resize` (ubloop resize /dev/ublkbN) and `info`.
 import { mkdirSync, rmSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Device } from './device.js';

@@ -7,7 +7,7 @@
 // left as they are.
 import { chmodSync, chownSync, statSync } from 'node:fs';
 import { UbloopError, invalid } from './errors.js';
-import { flagNames } from './kernel.js';
+import { hasFlag } from './kernel.js';
 import { native } from './native.js';
 
 export interface Handover {
@@ -29,7 +29,7 @@ export function parseNodeName(name: string, devDir = '/dev'): { node: string; id
 export async function handOverNode(name: string, devDir = '/dev'): Promise<Handover> {
   const { node, id } = parseNodeName(name, devDir);
   const info = await native().getDeviceInfo(id);
-  if (!flagNames(info.flags).includes('UBLK_F_UNPRIVILEGED_DEV')) return { node, id, owner: null };
+  if (!hasFlag(info.flags, 'UBLK_F_UNPRIVILEGED_DEV')) return { node, id, owner: null };
   const st = statSync(node);
   if (!st.isCharacterDevice() && !st.isBlockDevice()) throw new UbloopError('EINVAL', `${node} is not a device node`);
   chownSync(node, info.ownerUid, info.ownerGid);

@@ -41,7 +41,7 @@ async function kernelDevices(skip: Set<number>): Promise<KernelDeviceEntry[]> {
   const { readFileSync } = await import('node:fs');
   const { ublkDeviceIds } = await import('../../stale.js');
   const { native } = await import('../../native.js');
-  const { flagNames } = await import('../../kernel.js');
+  const { flagNames, hasFlag } = await import('../../kernel.js');
   const out: KernelDeviceEntry[] = [];
   for (const id of ublkDeviceIds()) {
     if (skip.has(id)) continue;
@@ -57,7 +57,6 @@ async function kernelDevices(skip: Set<number>): Promise<KernelDeviceEntry[]> {
     } catch {
       // no disk (not started)
     }
-    const flags = flagNames(info.flags);
     out.push({
       instance: null,
       index: null,
@@ -68,8 +67,8 @@ async function kernelDevices(skip: Set<number>): Promise<KernelDeviceEntry[]> {
       size,
       serverPid: info.serverPid,
       owner: { uid: info.ownerUid, gid: info.ownerGid },
-      unprivileged: flags.includes('UBLK_F_UNPRIVILEGED_DEV'),
-      flags,
+      unprivileged: hasFlag(info.flags, 'UBLK_F_UNPRIVILEGED_DEV'),
+      flags: flagNames(info.flags),
     });
   }
   return out;
