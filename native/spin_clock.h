@@ -11,9 +11,13 @@
 
 namespace ubloop {
 
+// CLOCK_MONOTONIC in nanoseconds: for the rare timing that must be right even if the
+// TSC rate was measured badly (the idle release after a 2 s wait).
+uint64_t monotonicNs();
+
 class SpinClock {
  public:
-  // Measures the tick rate now (2 ms, once per process) rather than at first use.
+  // Measures the tick rate now (5 ms, once per process) rather than at first use.
   static void calibrate();
   // A time stamp, in ticks.
   static uint64_t now();
