@@ -6,6 +6,19 @@ export type TargetName = 'loop' | 'null';
 export type BlockSize = 512 | 1024 | 2048 | 4096;
 export type Scheduler = 'none' | 'mq-deadline' | 'kyber' | 'bfq';
 
+/**
+ * How request data moves between the kernel and the image: 'kernel' (the kernel
+ * copies it into and out of the queue's buffers; every kernel), 'user' (the queue
+ * copies it through /dev/ublkcN; UBLK_F_USER_COPY), 'zero' (the queue registers the
+ * request's own pages and the image I/O uses them; UBLK_F_SUPPORT_ZERO_COPY),
+ * 'auto-buf' (the kernel registers them as it hands the request over;
+ * UBLK_F_AUTO_BUF_REG). 'auto' picks the fastest the kernel offers and the caller
+ * may use (devices of users without CAP_SYS_ADMIN get 'kernel').
+ */
+export type DataPath = 'kernel' | 'user' | 'zero' | 'auto-buf';
+export type CopyMode = 'auto' | DataPath;
+export const COPY_MODES: readonly CopyMode[] = ['auto', 'kernel', 'user', 'zero', 'auto-buf'];
+
 export const BLOCK_SIZES: readonly BlockSize[] = [512, 1024, 2048, 4096];
 export const MAX_QUEUES = 64;
 export const MAX_DEPTH = 4096;
@@ -48,6 +61,8 @@ export interface DeviceOptions {
   scheduler?: Scheduler | null;
   /** Microseconds a queue thread busy-polls for its next event (a completion or a request) before sleeping, while its recent waits were shorter (0: never). */
   pollUs?: number;
+  /** The data path (default 'auto'). */
+  copy?: CopyMode;
 }
 
 export interface CheckedOptions {
@@ -67,6 +82,7 @@ export interface CheckedOptions {
   discard: boolean;
   scheduler: Scheduler | null;
   pollUs: number;
+  copy: CopyMode;
 }
 
 function integer(value: unknown, name: string, min: number, max: number): number {
@@ -100,7 +116,11 @@ export function checkOptions(o: DeviceOptions): CheckedOptions {
     discard: o.discard ?? true,
     scheduler: o.scheduler === undefined ? DEFAULTS.scheduler : o.scheduler,
     pollUs: integer(o.pollUs ?? DEFAULTS.pollUs, 'poll time (µs)', 0, 1_000_000),
+    copy: o.copy ?? 'auto',
   };
+  if (!COPY_MODES.includes(checked.copy)) {
+    throw invalid(`copy mode must be one of ${COPY_MODES.join(', ')}, got "${String(checked.copy)}"`);
+  }
   if (checked.maxIoBytes % 4096 !== 0) throw invalid(`max I/O size ${checked.maxIoBytes} is not a multiple of 4096`);
   if (target === 'loop') {
     if ((checked.file === undefined) === (checked.fd === undefined)) {

@@ -3,7 +3,7 @@
 import { closeSync, constants as fsConstants, fstatSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { splitDev } from './devnum.js';
 import { UbloopError, invalid, isSystemError } from './errors.js';
-import { checkOptions, loopDeviceSize, type CheckedOptions, type DeviceOptions, type Scheduler } from './device-options.js';
+import { checkOptions, loopDeviceSize, type CheckedOptions, type DataPath, type DeviceOptions, type Scheduler } from './device-options.js';
 import { filesystemSize } from './filesystem-size.js';
 import { checkImageFdFlags } from './fd-flags.js';
 import { flagNames, hasFlag, readScheduler } from './kernel.js';
@@ -33,8 +33,8 @@ export interface DeviceInfo {
   flags: string[];
   /** How commands were encoded: 'legacy' (Linux 6.1) or 'ioctl'. */
   encoding: 'legacy' | 'ioctl';
-  /** How request data moves between the kernel and the image: the kernel copies it into the queue's buffers. */
-  dataPath: 'kernel-copy';
+  /** How request data moves between the kernel and the image (see DataPath). */
+  dataPath: DataPath;
   /** Active I/O scheduler of the disk, or null if unknown. */
   scheduler: string | null;
   serverPid: number;
@@ -53,9 +53,11 @@ export interface QueueStats extends Omit<NativeQueueStats, 'failure'> {
 }
 
 /** The counters the device sums over its queues. */
-type Summed = 'ops' | 'bytesRead' | 'bytesWritten' | 'errors' | 'ringEnters' | 'bufferReleases';
+type Summed = 'ops' | 'bytesRead' | 'bytesWritten' | 'errors' | 'ringEnters' | 'bufferReleases' | 'registrations';
 
 export interface DeviceStats extends Pick<QueueStats, Summed> {
+  /** The data path the queues use. */
+  dataPath: DataPath;
   /** A queue thread stopped serving on an error: the device's I/O fails. */
   failed: boolean;
   queues: QueueStats[];
@@ -112,7 +114,7 @@ export class Device {
       state: n.removed ? 'dead' : n.state,
       flags: flagNames(n.flags),
       encoding: n.encoding,
-      dataPath: 'kernel-copy',
+      dataPath: n.dataPath,
       scheduler,
       serverPid: n.serverPid,
       owner: { uid: n.ownerUid, gid: n.ownerGid },
@@ -128,12 +130,14 @@ export class Device {
     }));
     const sum = (k: Summed) => queues.reduce((a, q) => a + q[k], 0);
     return {
+      dataPath: this.#native.info().dataPath,
       ops: sum('ops'),
       bytesRead: sum('bytesRead'),
       bytesWritten: sum('bytesWritten'),
       errors: sum('errors'),
       ringEnters: sum('ringEnters'),
       bufferReleases: sum('bufferReleases'),
+      registrations: sum('registrations'),
       failed: queues.some((q) => q.failure !== null),
       queues,
     };
@@ -326,6 +330,7 @@ export async function createDevice(options: DeviceOptions): Promise<Device> {
         flags: 0n,
         discard: o.discard,
         pollUs: o.pollUs,
+        copy: o.copy,
       });
     } catch (err) {
       throw explainAddError(err);

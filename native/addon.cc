@@ -116,6 +116,7 @@ class NativeDevice : public Napi::ObjectWrap<NativeDevice> {
     o.Set("blockSize", s.blockSize);
     o.Set("readOnly", s.readOnly);
     o.Set("encoding", kernelSupport().encoding == abi::Encoding::Ioctl ? "ioctl" : "legacy");
+    o.Set("dataPath", dataPathName(s.dataPath));
     o.Set("removed", device_->removed());
     return o;
   }
@@ -134,6 +135,7 @@ class NativeDevice : public Napi::ObjectWrap<NativeDevice> {
       o.Set("errors", Napi::Number::New(env, double(q.errors)));
       o.Set("ringEnters", Napi::Number::New(env, double(q.enters)));
       o.Set("bufferReleases", Napi::Number::New(env, double(q.bufferReleases)));
+      o.Set("registrations", Napi::Number::New(env, double(q.registrations)));
       o.Set("threadId", q.tid);
       o.Set("ringFlags", q.ringFlags);
       o.Set("failure", q.failure ? makeError(env, *q.failure).Value() : env.Null());
@@ -338,6 +340,19 @@ Napi::Value createDevice(const Napi::CallbackInfo &cb) {
   s.flags = u64(o, "flags");
   s.discard = o.Get("discard").ToBoolean();
   s.pollUs = o.Get("pollUs").As<Napi::Number>().Uint32Value();
+  const std::string copy = o.Has("copy") && !o.Get("copy").IsUndefined() ? o.Get("copy").ToString().Utf8Value() : "auto";
+  bool knownCopy = false;
+  for (DataPath p : {DataPath::Auto, DataPath::KernelCopy, DataPath::UserCopy, DataPath::ZeroCopy, DataPath::AutoBufReg}) {
+    if (copy == dataPathName(p)) {
+      s.copy = p;
+      knownCopy = true;
+    }
+  }
+  if (!knownCopy) {
+    Napi::RangeError::New(env, "createDevice: copy must be one of auto, kernel, user, zero, auto-buf, got '" + copy + "'")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
 
   const bool sane = (target == "loop" || target == "null") && (s.target == TargetKind::Null || fd >= 0) &&
                     s.queues >= 1 && s.depth >= 1 && s.depth <= UBLK_MAX_QUEUE_DEPTH &&

@@ -1,6 +1,8 @@
 #include "device.h"
 
 #include <fcntl.h>
+#include <linux/capability.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -52,6 +54,62 @@ int openCharDevice(uint32_t id, bool unprivileged) {
   }
 }
 
+// CAP_SYS_ADMIN in the effective set: without it the kernel adds only unprivileged
+// devices, which may not use the copy-less data paths.
+bool hasCapSysAdmin() {
+  __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2]{};
+  if (syscall(SYS_capget, &hdr, data) != 0) return geteuid() == 0;
+  return (data[CAP_SYS_ADMIN / 32].effective >> (CAP_SYS_ADMIN % 32)) & 1;
+}
+
+// The UBLK_F_* flag a data path needs from the kernel.
+uint64_t flagFor(DataPath p) {
+  switch (p) {
+    case DataPath::UserCopy: return UBLK_F_USER_COPY;
+    case DataPath::ZeroCopy: return UBLK_F_SUPPORT_ZERO_COPY;
+    case DataPath::AutoBufReg: return UBLK_F_AUTO_BUF_REG;
+    default: return 0;
+  }
+}
+
+const char *flagNameFor(DataPath p) {
+  switch (p) {
+    case DataPath::UserCopy: return "UBLK_F_USER_COPY";
+    case DataPath::ZeroCopy: return "UBLK_F_SUPPORT_ZERO_COPY";
+    case DataPath::AutoBufReg: return "UBLK_F_AUTO_BUF_REG";
+    default: return "";
+  }
+}
+
+// The data path a device gets: what was asked for if the kernel offers it and the
+// caller may use it, or for Auto the fastest such (automatic registration, then
+// explicit registration, then the kernel's copy). Decided from GET_FEATURES, never
+// from a version number; a kernel without GET_FEATURES (6.1) has the kernel copy only.
+Result<DataPath> resolveDataPath(DataPath asked, std::optional<uint64_t> features, bool privileged) {
+  const uint64_t offered = features.value_or(0);
+  if (asked == DataPath::Auto) {
+    if (!privileged) return Result<DataPath>{DataPath::KernelCopy, {}};
+    for (DataPath p : {DataPath::AutoBufReg, DataPath::ZeroCopy}) {
+      if (offered & flagFor(p)) return Result<DataPath>{p, {}};
+    }
+    return Result<DataPath>{DataPath::KernelCopy, {}};
+  }
+  if (asked == DataPath::KernelCopy) return Result<DataPath>{asked, {}};
+  const std::string mode = std::string("copy mode '") + dataPathName(asked) + "'";
+  if (!(offered & flagFor(asked))) {
+    return Result<DataPath>::fail(SysError::from(
+        EOPNOTSUPP, "choose data path",
+        mode + " needs " + flagNameFor(asked) + ", which this kernel does not offer" +
+            (features ? "" : " (no GET_FEATURES: Linux 6.1 has the kernel copy only)")));
+  }
+  if (!privileged) {
+    return Result<DataPath>::fail(SysError::from(
+        EPERM, "choose data path", mode + " needs CAP_SYS_ADMIN: the kernel gives devices added without it the kernel copy only"));
+  }
+  return Result<DataPath>{asked, {}};
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Device>> Device::create(DeviceSpec spec) {
@@ -77,6 +135,17 @@ std::optional<SysError> Device::bringUp() {
     posix_fadvise(spec_.backingFd, 0, 0, POSIX_FADV_DONTNEED);
   }
 
+  Result<DataPath> path = resolveDataPath(spec_.copy, ks.features, hasCapSysAdmin());
+  if (!path.ok()) return path.error;
+  spec_.dataPath = *path.value;
+  // With automatic registration, explicit registration too where offered: a request
+  // whose automatic registration fails then comes with UBLK_IO_F_NEED_REG_BUF
+  // instead of failing, and the queue registers it itself.
+  uint64_t pathFlags = flagFor(spec_.dataPath);
+  if (spec_.dataPath == DataPath::AutoBufReg && ks.features && (*ks.features & UBLK_F_SUPPORT_ZERO_COPY)) {
+    pathFlags |= UBLK_F_SUPPORT_ZERO_COPY;
+  }
+
   ublksrv_ctrl_dev_info req{};
   req.nr_hw_queues = spec_.queues;
   req.queue_depth = spec_.depth;
@@ -89,8 +158,9 @@ std::optional<SysError> Device::bringUp() {
   // UPDATE_SIZE: `ubloop resize` where the kernel has it. A kernel drops the flags it
   // does not know, so what it grants is read back from ADD_DEV's answer.
   // UNPRIVILEGED_DEV where the kernel offers it: a caller without CAP_SYS_ADMIN needs
-  // it, and the kernel drops it for one with (the device is then root's as ever).
-  req.flags = spec_.flags | UBLK_F_URING_CMD_COMP_IN_TASK | UBLK_F_UPDATE_SIZE |
+  // it, and the kernel drops it for one with (the device is then root's as ever);
+  // such a caller always has the kernel copy, the one path it allows them.
+  req.flags = spec_.flags | pathFlags | UBLK_F_URING_CMD_COMP_IN_TASK | UBLK_F_UPDATE_SIZE |
               (ks.encoding == abi::Encoding::Ioctl ? UBLK_F_CMD_IOCTL_ENCODE : 0) |
               (ks.features && (*ks.features & UBLK_F_UNPRIVILEGED_DEV) ? UBLK_F_UNPRIVILEGED_DEV : 0);
 
@@ -103,6 +173,11 @@ std::optional<SysError> Device::bringUp() {
   spec_.depth = info_.queue_depth;
   if (info_.max_io_buf_bytes < spec_.maxIoBytes) spec_.maxIoBytes = info_.max_io_buf_bytes;
   spec_.grantedFlags = info_.flags;
+  if ((info_.flags & pathFlags) != pathFlags) {
+    return SysError::from(EOPNOTSUPP, "choose data path",
+                          std::string("the kernel did not grant ") + flagNameFor(spec_.dataPath) + " for copy mode '" +
+                              dataPathName(spec_.dataPath) + "'");
+  }
 
   // An unprivileged device's later commands need its node to be the caller's, so the
   // node is opened first: that is also the wait for udev to hand it over.

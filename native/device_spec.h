@@ -9,6 +9,29 @@ namespace ubloop {
 
 enum class TargetKind { Loop, Null };
 
+// How a request's data moves between the kernel's request pages and the backing I/O.
+//   KernelCopy  the kernel copies into / out of a buffer of ours per tag (every kernel)
+//   UserCopy    we copy with read/write on /dev/ublkcN at an offset naming queue and
+//               tag (UBLK_F_USER_COPY)
+//   ZeroCopy    we register the request's pages in the ring's buffer table with
+//               REGISTER_IO_BUF and do fixed-buffer I/O on them (UBLK_F_SUPPORT_ZERO_COPY)
+//   AutoBufReg  the kernel registers them before handing the request over and
+//               unregisters them at commit (UBLK_F_AUTO_BUF_REG): no extra commands
+// Auto (asked for only) picks the fastest the kernel offers and the caller may use.
+enum class DataPath { Auto, KernelCopy, UserCopy, ZeroCopy, AutoBufReg };
+
+// Names shared with the TypeScript side: 'auto' | 'kernel' | 'user' | 'zero' | 'auto-buf'.
+inline const char *dataPathName(DataPath p) {
+  switch (p) {
+    case DataPath::Auto: return "auto";
+    case DataPath::KernelCopy: return "kernel";
+    case DataPath::UserCopy: return "user";
+    case DataPath::ZeroCopy: return "zero";
+    case DataPath::AutoBufReg: return "auto-buf";
+  }
+  return "?";
+}
+
 struct DeviceSpec {
   int32_t id = -1;             // requested ublk id, -1 = let the kernel choose
   TargetKind target = TargetKind::Loop;
@@ -24,6 +47,8 @@ struct DeviceSpec {
   uint64_t grantedFlags = 0;   // UBLK_F_* that ADD_DEV returned (set by the Device)
   bool discard = true;         // advertise DISCARD / WRITE_ZEROES
   uint32_t pollUs = 0;         // spin up to this long for the queue's next event before sleeping
+  DataPath copy = DataPath::Auto;            // asked for
+  DataPath dataPath = DataPath::KernelCopy;  // in use (set by the Device before ADD_DEV)
 };
 
 }  // namespace ubloop

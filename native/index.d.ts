@@ -36,7 +36,17 @@ export interface NativeCreateOptions {
   discard: boolean;
   /** Microseconds a queue thread spins for its next event (a completion or a request) before it sleeps (0: never). */
   pollUs: number;
+  /** How request data moves (default 'auto': the fastest the kernel offers and the caller may use). */
+  copy?: NativeCopyMode;
 }
+
+/**
+ * A data path: 'kernel' (the kernel copies to and from our buffers), 'user' (we copy
+ * through /dev/ublkcN, UBLK_F_USER_COPY), 'zero' (we register the request's pages,
+ * UBLK_F_SUPPORT_ZERO_COPY), 'auto-buf' (the kernel registers them, UBLK_F_AUTO_BUF_REG).
+ */
+export type NativeDataPath = 'kernel' | 'user' | 'zero' | 'auto-buf';
+export type NativeCopyMode = 'auto' | NativeDataPath;
 
 /** GET_DEV_INFO2 (GET_DEV_INFO before Linux 6.3), as the kernel reports it. */
 export interface NativeKernelDeviceInfo {
@@ -60,6 +70,8 @@ export interface NativeDeviceInfo extends NativeKernelDeviceInfo {
   blockSize: number;
   readOnly: boolean;
   encoding: 'legacy' | 'ioctl';
+  /** The data path the device's queues use. */
+  dataPath: NativeDataPath;
   /** The image's size in bytes now (fstat of the device's own descriptor), or null for the null target. */
   imageSize: number | null;
   /** remove() has completed. */
@@ -78,6 +90,8 @@ export interface NativeQueueStats {
   ringEnters: number;
   /** Times the queue gave its idle I/O buffers back to the system. */
   bufferReleases: number;
+  /** REGISTER_IO_BUF commands the queue made: one per data request in 'zero', a failed automatic registration's fallback in 'auto-buf'. */
+  registrations: number;
   /** Linux thread id of the queue thread. */
   threadId: number;
   /** IORING_SETUP_* flags the queue ring was created with. */

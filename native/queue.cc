@@ -1,5 +1,6 @@
 #include "queue.h"
 
+#include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -64,7 +65,13 @@ void parseFault(int &err, uint64_t &after) {
 }  // namespace
 
 Queue::Queue(const DeviceSpec &spec, uint16_t qid, int charFd, abi::Encoding enc, std::function<void()> onFailed)
-    : spec_(spec), qid_(qid), charFd_(charFd), enc_(enc), target_(targetFor(spec.target)), onFailed_(std::move(onFailed)) {}
+    : spec_(spec),
+      qid_(qid),
+      charFd_(charFd),
+      enc_(enc),
+      target_(targetFor(spec.target)),
+      path_(spec.dataPath),
+      onFailed_(std::move(onFailed)) {}
 
 Queue::~Queue() { join(); }
 
@@ -97,6 +104,7 @@ QueueSnapshot Queue::snapshot() const {
       counters_.errors.load(std::memory_order_relaxed),
       counters_.enters.load(std::memory_order_relaxed),
       counters_.bufferReleases.load(std::memory_order_relaxed),
+      counters_.registrations.load(std::memory_order_relaxed),
       tid_.load(std::memory_order_relaxed),
       ringFlags_,
       [this] {
@@ -150,9 +158,9 @@ void *Queue::threadMain(void *arg) {
 
 std::optional<SysError> Queue::setup() {
   const std::string where = "queue " + std::to_string(qid_);
-  // Each tag has at most one command and one backing I/O queued at once, plus the
-  // wake-up read.
-  unsigned entries = 2u * spec_.depth + 1;
+  // Each tag has at most one command, one backing I/O (or user-copy transfer) and one
+  // buffer (un)registration queued at once, plus the wake-up read.
+  unsigned entries = 3u * spec_.depth + 1;
   int ret = -EINVAL;
   for (unsigned flags : kRingFlagChoices) {
     ret = io_uring_queue_init(entries, &ring_, flags);
@@ -181,8 +189,27 @@ std::optional<SysError> Queue::setup() {
                        (spec_.grantedFlags & UBLK_F_URING_CMD_COMP_IN_TASK) != 0;
   parseFault(faultErrno_, faultAfterWaits_);
 
-  int files[2] = {charFd_, spec_.backingFd};
-  ret = io_uring_register_files(&ring_, files, spec_.backingFd >= 0 ? 2 : 1);
+  const bool copyLess = path_ == DataPath::ZeroCopy || path_ == DataPath::AutoBufReg;
+  if (copyLess) {
+    // The request pages go in this ring's buffer table at index = tag (automatic
+    // registration requires the table on the ring that fetches).
+    const char *hook = getenv("UBLOOP_INJECT_AUTO_REG_FAIL");
+    if (hook != nullptr && path_ == DataPath::AutoBufReg) autoRegFailEvery_ = strtoull(hook, nullptr, 10);
+    ret = io_uring_register_buffers_sparse(&ring_, spec_.depth + (autoRegFailEvery_ > 0 ? 1 : 0));
+    if (ret < 0) return SysError::from(ret, "io_uring_register_buffers_sparse", where);
+    if (autoRegFailEvery_ > 0) {
+      static char dummy[4096];
+      iovec iov{dummy, sizeof(dummy)};
+      ret = io_uring_register_buffers_update_tag(&ring_, spec_.depth, &iov, nullptr, 1);
+      if (ret < 0) return SysError::from(ret, "io_uring_register_buffers_update_tag", where);
+    }
+    // A READ's pages must be filled to the end (else the reader would see whatever
+    // they held): past the image's end, by a read of this file.
+    zeroFd_ = memfd_create("ubloop-zeros", MFD_CLOEXEC);
+    if (zeroFd_ < 0 || ftruncate(zeroFd_, spec_.maxIoBytes) != 0) return SysError::from(errno, "memfd_create", where);
+  }
+  int files[3] = {charFd_, spec_.backingFd, zeroFd_};  // -1: an empty slot
+  ret = io_uring_register_files(&ring_, files, 3);
   if (ret < 0) return SysError::from(ret, "io_uring_register_files", where);
 
   descBytes_ = pageAlign(spec_.depth * sizeof(ublksrv_io_desc));
@@ -227,18 +254,36 @@ io_uring_sqe *Queue::sqe() {
   return s;
 }
 
-void Queue::queueCommand(uint16_t tag, unsigned op, int result) {
-  io_uring_sqe *s = sqe();
+namespace {
+
+io_uring_sqe *prepIoCommand(io_uring_sqe *s, unsigned cmdOp, uint16_t qid, uint16_t tag, int result, uint64_t addr) {
   memset(s, 0, sizeof(*s));
   s->opcode = IORING_OP_URING_CMD;
   s->fd = 0;  // registered slot of /dev/ublkcN
   s->flags = IOSQE_FIXED_FILE;
-  s->cmd_op = abi::ioOp(enc_, op);
+  s->cmd_op = cmdOp;
   auto *cmd = reinterpret_cast<ublksrv_io_cmd *>(&s->cmd);
-  cmd->q_id = qid_;
+  cmd->q_id = qid;
   cmd->tag = tag;
   cmd->result = result;
-  cmd->addr = reinterpret_cast<uint64_t>(slots_[tag].buf);
+  cmd->addr = addr;
+  return s;
+}
+
+}  // namespace
+
+// FETCH and COMMIT_AND_FETCH: with the kernel copy they name our buffer for the tag;
+// the other paths pass 0 there, and automatic registration passes the buffer table
+// index (the tag) in the SQE's own addr, asking for a fallback to our registration
+// where the device has explicit registration too.
+void Queue::queueCommand(uint16_t tag, unsigned op, int result) {
+  const uint64_t addr = path_ == DataPath::KernelCopy ? reinterpret_cast<uint64_t>(slots_[tag].buf) : 0;
+  io_uring_sqe *s = prepIoCommand(sqe(), abi::ioOp(enc_, op), qid_, tag, result, addr);
+  if (path_ == DataPath::AutoBufReg) {
+    const bool fallback = spec_.grantedFlags & UBLK_F_SUPPORT_ZERO_COPY;
+    const bool failIt = autoRegFailEvery_ > 0 && ++autoRegCommands_ % autoRegFailEvery_ == 0;
+    s->addr = abi::autoBufReg(failIt ? spec_.depth : tag, fallback ? UBLK_AUTO_BUF_REG_FALLBACK : 0);
+  }
   s->user_data = user_data::encode(Kind::Command, tag);
   liveCommands_++;
 }
@@ -249,7 +294,141 @@ void Queue::issueBacking(io_uring_sqe *s, uint16_t tag, uint8_t op) {
   inflight_++;
 }
 
+bool Queue::hasData(uint16_t tag) const {
+  const uint8_t op = ublksrv_get_op(&descs_[tag]);
+  return op == UBLK_IO_OP_READ || op == UBLK_IO_OP_WRITE;
+}
+
+// Whether backing I/O works on the request's own pages (fixed buffer `tag`).
+bool Queue::requestPagesAreBuffer() const {
+  return path_ == DataPath::AutoBufReg || path_ == DataPath::ZeroCopy;
+}
+
+void Queue::prepRead(io_uring_sqe *s, int file, uint16_t tag, uint32_t at, uint32_t len, uint64_t fileOffset) {
+  if (requestPagesAreBuffer()) {
+    // A registered request buffer starts at address 0.
+    io_uring_prep_read_fixed(s, file, reinterpret_cast<void *>(uintptr_t(at)), len, fileOffset, tag);
+  } else {
+    io_uring_prep_read(s, file, slots_[tag].buf + at, len, fileOffset);
+  }
+}
+
+void Queue::prepWrite(io_uring_sqe *s, int file, uint16_t tag, uint32_t at, uint32_t len, uint64_t fileOffset) {
+  if (requestPagesAreBuffer()) {
+    io_uring_prep_write_fixed(s, file, reinterpret_cast<const void *>(uintptr_t(at)), len, fileOffset, tag);
+  } else {
+    io_uring_prep_write(s, file, slots_[tag].buf + at, len, fileOffset);
+  }
+}
+
+bool Queue::zeroFill(uint16_t tag, uint32_t at, uint32_t len) {
+  if (!requestPagesAreBuffer()) {
+    memset(slots_[tag].buf + at, 0, len);
+    return true;
+  }
+  io_uring_sqe *s = sqe();
+  prepRead(s, kZeroFile, tag, at, len, 0);
+  issueBacking(s, tag, UBLK_IO_OP_READ);
+  return false;
+}
+
+// A request has arrived at tag. Before the target sees it: explicit registration of
+// its pages (zero copy, or an automatic registration that failed), or for a WRITE
+// under user copy the copy of its data into our buffer.
+void Queue::startRequest(uint16_t tag) {
+  IoSlot &slot = slots_[tag];
+  slot.done = 0;
+  slot.retries = 0;
+  slot.registered = false;
+  if (hasData(tag) && (path_ == DataPath::ZeroCopy ||
+                       (path_ == DataPath::AutoBufReg && (descs_[tag].op_flags & UBLK_IO_F_NEED_REG_BUF)))) {
+    queueBufferCommand(tag, true);
+    return;
+  }
+  if (path_ == DataPath::UserCopy && ublksrv_get_op(&descs_[tag]) == UBLK_IO_OP_WRITE) {
+    queueTransfer(tag, UBLK_IO_OP_WRITE);
+    return;
+  }
+  target_.start(*this, tag);
+}
+
+void Queue::queueBufferCommand(uint16_t tag, bool reg) {
+  const unsigned op = reg ? UBLK_U_IO_REGISTER_IO_BUF : UBLK_U_IO_UNREGISTER_IO_BUF;
+  io_uring_sqe *s = prepIoCommand(sqe(), op, qid_, tag, 0, tag);
+  s->user_data = user_data::encode(Kind::BufReg, tag, reg ? 1 : 0);
+  inflight_++;
+  if (reg) counters_.registrations.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Queue::bufferCommandDone(uint16_t tag, bool reg, int res) {
+  if (!reg) {
+    // The request completes anyway once committed; a buffer left in the table is
+    // replaced by the next registration at this index.
+    if (res < 0) counters_.errors.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  if (res < 0) {
+    finishCommit(tag, res);
+    return;
+  }
+  slots_[tag].registered = true;
+  target_.start(*this, tag);
+}
+
+// User copy: a WRITE's data from /dev/ublkcN into our buffer (op WRITE), or a READ's
+// data from our buffer to /dev/ublkcN (op READ), continued until all of it moved.
+void Queue::queueTransfer(uint16_t tag, uint8_t op) {
+  IoSlot &slot = slots_[tag];
+  const uint32_t len = op == UBLK_IO_OP_WRITE ? descs_[tag].nr_sectors << 9 : uint32_t(slot.result);
+  const uint64_t at = abi::userCopyOffset(qid_, tag, slot.done);
+  io_uring_sqe *s = sqe();
+  if (op == UBLK_IO_OP_WRITE) {
+    io_uring_prep_read(s, 0, slot.buf + slot.done, len - slot.done, at);
+  } else {
+    io_uring_prep_write(s, 0, slot.buf + slot.done, len - slot.done, at);
+  }
+  s->flags |= IOSQE_FIXED_FILE;
+  s->user_data = user_data::encode(Kind::Transfer, tag, op);
+  inflight_++;
+}
+
+void Queue::transferDone(uint16_t tag, uint8_t op, int res) {
+  IoSlot &slot = slots_[tag];
+  const uint32_t len = op == UBLK_IO_OP_WRITE ? descs_[tag].nr_sectors << 9 : uint32_t(slot.result);
+  if (res <= 0) {
+    finishCommit(tag, res < 0 ? res : -EIO);
+    return;
+  }
+  slot.done += unsigned(res);
+  if (slot.done < len) {
+    queueTransfer(tag, op);
+    return;
+  }
+  slot.done = 0;
+  if (op == UBLK_IO_OP_WRITE) {
+    target_.start(*this, tag);
+  } else {
+    finishCommit(tag, slot.result);
+  }
+}
+
 void Queue::commit(uint16_t tag, int result) {
+  if (path_ == DataPath::UserCopy && result > 0 && ublksrv_get_op(&descs_[tag]) == UBLK_IO_OP_READ) {
+    slots_[tag].result = result;
+    slots_[tag].done = 0;
+    queueTransfer(tag, UBLK_IO_OP_READ);
+    return;
+  }
+  finishCommit(tag, result);
+}
+
+// Our registration goes before the commit (queued ahead of it): the kernel completes
+// the request once both are done, and only then can the tag's index be used again.
+void Queue::finishCommit(uint16_t tag, int result) {
+  if (slots_[tag].registered) {
+    queueBufferCommand(tag, false);
+    slots_[tag].registered = false;
+  }
   const ublksrv_io_desc &d = descs_[tag];
   counters_.ops.fetch_add(1, std::memory_order_relaxed);
   if (result < 0) {
@@ -375,7 +554,8 @@ void Queue::drainBackingIo() {
     if (ret < 0) break;
     unsigned head, seen = 0;
     io_uring_for_each_cqe(&ring_, head, cqe) {
-      if (user_data::kindOf(cqe->user_data) == Kind::Backing) inflight_--;
+      const Kind k = user_data::kindOf(cqe->user_data);
+      if (k == Kind::Backing || k == Kind::Transfer || k == Kind::BufReg) inflight_--;
       seen++;
     }
     io_uring_cq_advance(&ring_, seen);
@@ -392,17 +572,26 @@ void Queue::handle(const io_uring_cqe &cqe) {
     }
     return;
   }
-  if (user_data::kindOf(cqe.user_data) == Kind::Backing) {
-    inflight_--;
-    target_.backingDone(*this, tag, user_data::opOf(cqe.user_data), cqe.res);
-    return;
+  switch (user_data::kindOf(cqe.user_data)) {
+    case Kind::Backing:
+      inflight_--;
+      target_.backingDone(*this, tag, user_data::opOf(cqe.user_data), cqe.res);
+      return;
+    case Kind::Transfer:
+      inflight_--;
+      transferDone(tag, user_data::opOf(cqe.user_data), cqe.res);
+      return;
+    case Kind::BufReg:
+      inflight_--;
+      bufferCommandDone(tag, user_data::opOf(cqe.user_data) == 1, cqe.res);
+      return;
+    default:
+      break;
   }
   liveCommands_--;
   if (cqe.res == UBLK_IO_RES_OK) {
     buffersUsed_ = true;
-    slots_[tag].done = 0;
-    slots_[tag].retries = 0;
-    target_.start(*this, tag);
+    startRequest(tag);
   } else if (cqe.res != UBLK_IO_RES_ABORT) {
     // The kernel refused a command (the device is going away, or a bug): this tag
     // stops serving; the device's own teardown reports the rest.
@@ -422,6 +611,8 @@ void Queue::teardown() {
     if (wakeFd_ >= 0) close(wakeFd_);
     wakeFd_ = -1;
   }
+  if (zeroFd_ >= 0) close(zeroFd_);
+  zeroFd_ = -1;
   if (buffers_ && inflight_ == 0) munmap(buffers_, bufferBytes_);
   buffers_ = nullptr;
   if (descs_) munmap(descs_, descBytes_);

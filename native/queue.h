@@ -28,9 +28,11 @@ struct Target;
 
 // Per-tag state that a target needs across backing completions.
 struct IoSlot {
-  char *buf = nullptr;
+  char *buf = nullptr;     // our buffer (kernel and user copy)
   uint32_t done = 0;       // bytes of a READ/WRITE already transferred (short I/O continues)
   uint8_t retries = 0;     // backing I/O reissued after -EAGAIN/-EINTR
+  bool registered = false; // the request's pages are in the buffer table by our REGISTER_IO_BUF
+  int result = 0;          // user copy: the result to commit once the READ's data is copied out
 };
 
 struct QueueCounters {
@@ -40,10 +42,11 @@ struct QueueCounters {
   std::atomic<uint64_t> errors{0};
   std::atomic<uint64_t> enters{0};  // io_uring_enter calls made by the loop
   std::atomic<uint64_t> bufferReleases{0};  // idle releases of the I/O buffers
+  std::atomic<uint64_t> registrations{0};   // REGISTER_IO_BUF made by the queue (zero copy, auto-buf fallback)
 };
 
 struct QueueSnapshot {
-  uint64_t ops, bytesRead, bytesWritten, errors, enters, bufferReleases;
+  uint64_t ops, bytesRead, bytesWritten, errors, enters, bufferReleases, registrations;
   int tid;
   unsigned ringFlags;
   // Set once the queue thread has stopped serving on an error of its own (not by a
@@ -74,11 +77,24 @@ class Queue {
   const ublksrv_io_desc &desc(uint16_t tag) const { return descs_[tag]; }
   IoSlot &slot(uint16_t tag) { return slots_[tag]; }
   const DeviceSpec &spec() const { return spec_; }
-  // Registered file slot of the backing file, for io_uring_prep_*.
+  // Registered file slots: the backing file, and (copy-less data paths) a file that
+  // reads as zeros, for filling a request's pages the server cannot write directly.
   static constexpr int kBackingFile = 1;
+  static constexpr int kZeroFile = 2;
+  // Prepares a read from `file` into bytes [at, at+len) of tag's request data, or a
+  // write of them to `file`, whichever buffer the data path uses (ours, or the
+  // request's own pages as fixed buffer `tag`).
+  void prepRead(io_uring_sqe *s, int file, uint16_t tag, uint32_t at, uint32_t len, uint64_t fileOffset);
+  void prepWrite(io_uring_sqe *s, int file, uint16_t tag, uint32_t at, uint32_t len, uint64_t fileOffset);
+  // Makes bytes [at, at+len) of a READ's data zeros: at once in our buffer (returns
+  // true), or by a read of kZeroFile issued as backing I/O for UBLK_IO_OP_READ (false).
+  bool zeroFill(uint16_t tag, uint32_t at, uint32_t len);
+  // Whether backing I/O works on the request's own pages (the copy-less paths).
+  bool requestPagesAreBuffer() const;
   // Marks an SQE prepared on kBackingFile as backing I/O for tag serving ublk op `op`.
   void issueBacking(io_uring_sqe *s, uint16_t tag, uint8_t op);
-  // Finishes a request: COMMIT_AND_FETCH_REQ with result (bytes, or -errno).
+  // Finishes a request: COMMIT_AND_FETCH_REQ with result (bytes, or -errno), after
+  // the user copy of a READ's data and the unregistration of its buffer.
   void commit(uint16_t tag, int result);
 
  private:
@@ -90,6 +106,13 @@ class Queue {
   void teardown();
   void reportReady(std::optional<SysError> err);
   void queueCommand(uint16_t tag, unsigned op, int result);
+  void startRequest(uint16_t tag);
+  bool hasData(uint16_t tag) const;
+  void queueBufferCommand(uint16_t tag, bool reg);
+  void bufferCommandDone(uint16_t tag, bool reg, int res);
+  void queueTransfer(uint16_t tag, uint8_t op);
+  void transferDone(uint16_t tag, uint8_t op, int res);
+  void finishCommit(uint16_t tag, int result);
   void queuePendingCommits();
   void pollForCompletion();
   bool waitForEvents();
@@ -103,6 +126,7 @@ class Queue {
   const int charFd_;
   const abi::Encoding enc_;
   const Target &target_;
+  const DataPath path_;
   const std::function<void()> onFailed_;
 
   io_uring ring_{};
@@ -111,6 +135,7 @@ class Queue {
   // An eventfd whose read is always armed on the ring: writing it wakes the thread
   // (requestExit) without signals.
   int wakeFd_ = -1;
+  int zeroFd_ = -1;  // copy-less paths: a sparse memfd of maxIoBytes, all zeros
   std::mutex wakeMutex_;  // requestExit() (any thread) against teardown's close
   uint64_t wakeValue_ = 0;
   std::atomic<bool> exitRequested_{false};
@@ -123,6 +148,11 @@ class Queue {
   int faultErrno_ = 0;
   uint64_t faultAfterWaits_ = 0;
   uint64_t waits_ = 0;
+  // Test hook (UBLOOP_INJECT_AUTO_REG_FAIL=N, auto-buf only): every Nth FETCH/COMMIT
+  // names buffer index `depth`, which a dummy buffer always occupies, so that the
+  // kernel's automatic registration fails and the request takes the fallback.
+  uint64_t autoRegFailEvery_ = 0;
+  uint64_t autoRegCommands_ = 0;
   ublksrv_io_desc *descs_ = nullptr;
   size_t descBytes_ = 0;
   char *buffers_ = nullptr;

@@ -1,12 +1,11 @@
 // The loop target: each ublk op becomes one SQE on the backing file, on the queue's
-// own ring. Short reads and writes continue where they stopped; -EAGAIN/-EINTR are
+// own ring, into or out of whichever buffer the data path uses. Short reads and writes continue where they stopped; -EAGAIN/-EINTR are
 // retried a bounded number of times (then the request fails with -EIO); a read that
 // hits the end of the image reads zeros from there on.
 #include <fcntl.h>
 #include <linux/falloc.h>
 
 #include <cerrno>
-#include <cstring>
 
 #include "queue.h"
 #include "target.h"
@@ -35,10 +34,10 @@ void issue(Queue &q, uint16_t tag, uint8_t op) {
   io_uring_sqe *s = q.sqe();
   switch (op) {
     case UBLK_IO_OP_READ:
-      io_uring_prep_read(s, Queue::kBackingFile, slot.buf + slot.done, unsigned(len - slot.done), off + slot.done);
+      q.prepRead(s, Queue::kBackingFile, tag, slot.done, uint32_t(len - slot.done), off + slot.done);
       break;
     case UBLK_IO_OP_WRITE:
-      io_uring_prep_write(s, Queue::kBackingFile, slot.buf + slot.done, unsigned(len - slot.done), off + slot.done);
+      q.prepWrite(s, Queue::kBackingFile, tag, slot.done, uint32_t(len - slot.done), off + slot.done);
       if (d.op_flags & UBLK_IO_F_FUA) s->rw_flags = RWF_DSYNC;
       break;
     case UBLK_IO_OP_FLUSH:
@@ -103,8 +102,9 @@ void loopBackingDone(Queue &q, uint16_t tag, uint8_t op, int res) {
     case UBLK_IO_OP_WRITE:
       if (res < 0) break;
       if (res == 0 && op == UBLK_IO_OP_READ) {
-        // End of the image: the rest of the device reads as zeros.
-        memset(slot.buf + slot.done, 0, len - slot.done);
+        // End of the image: the rest of the device reads as zeros (in the copy-less
+        // paths by a read that completes here as this READ's progress).
+        if (!q.zeroFill(tag, slot.done, uint32_t(len - slot.done))) return;
         res = int(len - slot.done);
       }
       if (res == 0) {

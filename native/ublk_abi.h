@@ -5,6 +5,7 @@
 #pragma once
 
 #include <linux/ublk_cmd.h>
+#include <stdint.h>
 #include <sys/ioctl.h>
 
 #ifndef UBLK_CMD_GET_DEV_INFO2
@@ -50,8 +51,24 @@
 #ifndef UBLK_F_PER_IO_DAEMON
 #define UBLK_F_PER_IO_DAEMON (1ULL << 13)
 #endif
+#ifndef UBLK_F_BUF_REG_OFF_DAEMON
+#define UBLK_F_BUF_REG_OFF_DAEMON (1ULL << 14)
+#endif
 #ifndef UBLK_F_SAFE_STOP_DEV
 #define UBLK_F_SAFE_STOP_DEV (1ULL << 17)
+#endif
+
+// Linux 6.15+: the request's pages go into (out of) the ring's buffer table at the
+// index in addr; needs UBLK_F_SUPPORT_ZERO_COPY. Ioctl-encoded only.
+#ifndef UBLK_U_IO_REGISTER_IO_BUF
+#define UBLK_U_IO_REGISTER_IO_BUF _IOWR('u', 0x23, struct ublksrv_io_cmd)
+#define UBLK_U_IO_UNREGISTER_IO_BUF _IOWR('u', 0x24, struct ublksrv_io_cmd)
+#endif
+// UBLK_F_AUTO_BUF_REG: set in a request's op_flags when its automatic registration
+// failed and the server asked for UBLK_AUTO_BUF_REG_FALLBACK (register it yourself).
+#ifndef UBLK_IO_F_NEED_REG_BUF
+#define UBLK_IO_F_NEED_REG_BUF (1U << 17)
+#define UBLK_AUTO_BUF_REG_FALLBACK (1 << 0)
 #endif
 
 namespace ubloop::abi {
@@ -87,6 +104,16 @@ constexpr unsigned ioOp(Encoding e, unsigned nr) {
 constexpr unsigned long descOffset(unsigned qid) {
   return UBLKSRV_CMD_BUF_OFFSET + qid * UBLK_MAX_QUEUE_DEPTH * sizeof(struct ublksrv_io_desc);
 }
+
+// UBLK_F_USER_COPY: the file offset on /dev/ublkcN of byte `byte` of the request at
+// (qid, tag): 25 bits of byte, 16 of tag, then the queue, above UBLKSRV_IO_BUF_OFFSET.
+constexpr uint64_t userCopyOffset(unsigned qid, unsigned tag, uint64_t byte) {
+  return UBLKSRV_IO_BUF_OFFSET + (uint64_t(qid) << 41) + (uint64_t(tag) << 25) + byte;
+}
+
+// UBLK_F_AUTO_BUF_REG: what FETCH/COMMIT carry in sqe->addr (struct ublk_auto_buf_reg:
+// bits 0-15 the buffer table index, 16-23 flags, the rest zero).
+constexpr uint64_t autoBufReg(uint16_t index, uint8_t flags) { return uint64_t(index) | uint64_t(flags) << 16; }
 
 // Linux 6.3+ stores the creator's uid and gid where 6.1's header has reserved0 (zero,
 // i.e. root, on 6.1, where only root can add devices).

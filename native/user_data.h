@@ -1,9 +1,12 @@
 // The 64-bit user_data of every SQE on a queue ring says what completed:
 //
 //   bits  0..15  tag      which ublk request slot (< UBLK_MAX_QUEUE_DEPTH)
-//   bits 16..23  kind     Kind::Command (FETCH/COMMIT_AND_FETCH), Kind::Backing, or
-//                         Kind::Wake (the queue's wake-up eventfd read; tag 0)
-//   bits 24..31  op       for Backing: the ublk op (UBLK_IO_OP_*) the backing I/O serves
+//   bits 16..23  kind     Kind::Command (FETCH/COMMIT_AND_FETCH), Kind::Backing (a
+//                         target's I/O), Kind::Transfer (a user-copy read or write
+//                         on /dev/ublkcN), Kind::BufReg (REGISTER/UNREGISTER_IO_BUF),
+//                         or Kind::Wake (the queue's wake-up eventfd read; tag 0)
+//   bits 24..31  op       for Backing: the ublk op (UBLK_IO_OP_*) the backing I/O
+//                         serves; for Transfer and BufReg, which of the two
 //   bits 32..63  zero
 //
 // encode() is the only writer; tagOf/kindOf/opOf the only readers.
@@ -15,7 +18,7 @@
 
 namespace ubloop::user_data {
 
-enum class Kind : uint8_t { Command = 1, Backing = 2, Wake = 3 };
+enum class Kind : uint8_t { Command = 1, Backing = 2, Wake = 3, Transfer = 4, BufReg = 5 };
 
 static_assert(UBLK_MAX_QUEUE_DEPTH <= (1u << 16), "a tag fits 16 bits");
 

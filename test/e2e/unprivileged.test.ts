@@ -73,6 +73,7 @@ t.test('a user serves their own image as a device only they can open and control
   t.equal(info.unprivileged, true, `the device is unprivileged (uevent helper said: ${readFileSync(log, 'utf8').trim()})`);
   t.ok(info.flags.includes('UBLK_F_UNPRIVILEGED_DEV'), 'serve --json lists UBLK_F_UNPRIVILEGED_DEV among the granted flags');
   t.same(info.owner, { uid: OWNER, gid: OWNER }, 'owned by the user who served it');
+  t.equal(info['dataPath'], 'kernel', 'auto gives an unprivileged device the kernel copy, the one path the kernel allows it');
   for (const node of [info.path, info.charPath]) {
     const st = statSync(node);
     t.same([st.uid, st.gid, (st.mode & 0o777).toString(8)], [OWNER, OWNER, '600'], `${node} is the owner's alone (by ubloop udev)`);
@@ -116,6 +117,12 @@ t.test('a user serves their own image as a device only they can open and control
   t.equal(Number(readFileSync(`/sys/block/ublkb${info.id}/size`, 'utf8')) * 512, 96 * MiB, 'the disk has the image\'s new size');
   const theirs = ubloopAs(OTHER, ['resize', info.path, '--size', String(128 * MiB)]);
   t.not(theirs.status, 0, `another user cannot resize it: ${theirs.stderr.trim()}`);
+
+  // A copy-less path asked for by name is refused before anything is added.
+  const zc = ubloopAs(OWNER, ['serve', userImage(dir, OWNER, 'zc.img'), '--copy', 'auto-buf']);
+  t.not(zc.status, 0, '--copy auto-buf is refused to a user without CAP_SYS_ADMIN');
+  t.match(zc.stderr, /copy mode 'auto-buf' needs CAP_SYS_ADMIN/, `with a message saying why: ${zc.stderr.trim()}`);
+  t.equal(ublkCount(), countBefore + 1, 'and no device is left behind');
 
   // The kernel's cap on unprivileged devices: EACCES past it, said clearly.
   writeFileSync(UBLKS_MAX, '1');

@@ -187,12 +187,14 @@ export interface Server {
 }
 
 export interface ServerStats {
+  dataPath: string;
   ops: number;
   bytesRead: number;
   bytesWritten: number;
   errors: number;
   ringEnters: number;
   bufferReleases: number;
+  registrations: number;
   failed: boolean;
   queues: { queue: number; ops: number; threadId: number; ringFlags: number; failure: string | null }[];
 }

@@ -23,6 +23,7 @@ t.test('a loop device over a file gets the documented defaults', async (t) => {
     discard: true,
     scheduler: 'none',
     pollUs: DEFAULTS.pollUs,
+    copy: 'auto',
   });
   t.equal(DEFAULTS.scheduler, 'none', 'ubloop picks no scheduler by default, not mq-deadline');
 });
@@ -77,6 +78,10 @@ t.test('queues, depth and id are range-checked with the bad value in the message
   t.equal(checkOptions({ file: 'f', depth: MAX_DEPTH }).depth, MAX_DEPTH, 'the largest depth is allowed');
   t.equal(checkOptions({ file: 'f', queues: MAX_QUEUES }).queues, MAX_QUEUES, 'the most queues are allowed');
   t.throws(() => checkOptions({ file: 'f', id: -2 }), einval(/device id .* got -2/));
+  t.throws(
+    () => checkOptions({ file: 'f', copy: 'zerocopy' as never }),
+    einval(/copy mode must be one of auto, kernel, user, zero, auto-buf, got "zerocopy"/),
+  );
   t.throws(() => checkOptions({ file: 'f', offset: -512 }), einval(/offset .* got -512/));
   t.throws(() => checkOptions({ file: 'f', sizeLimit: -1 }), einval(/size limit .* got -1/));
   t.throws(() => checkOptions({ file: 'f', offset: Number.NaN }), einval(/offset .* got NaN/));

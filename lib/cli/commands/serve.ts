@@ -2,7 +2,7 @@
 // until SIGINT/SIGTERM, then stop and delete the device.
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import type { Device } from '../../device.js';
-import { DEFAULTS, type DeviceOptions, type Scheduler } from '../../device-options.js';
+import { COPY_MODES, DEFAULTS, type CopyMode, type DeviceOptions, type Scheduler } from '../../device-options.js';
 
 interface ServeArgs {
   image: string | undefined;
@@ -20,6 +20,7 @@ interface ServeArgs {
   id: number | undefined;
   discard: boolean;
   pollUs: number;
+  copy: string;
   json: boolean;
   /** Set by the handler: the process's exit code (main() reads it). */
   exitCode?: number;
@@ -52,6 +53,13 @@ function withServeOptions(y: Argv): Argv<ServeArgs> {
       default: DEFAULTS.pollUs,
       describe: 'a queue thread busy-polls up to this many µs for its next event before sleeping, while recent waits were shorter (0: never poll)',
     })
+    .option('copy', {
+      type: 'string',
+      choices: COPY_MODES,
+      default: 'auto',
+      describe:
+        'how request data moves: kernel (the kernel copies it), user (ubloop copies it through /dev/ublkcN), zero (ubloop registers the request pages), auto-buf (the kernel registers them); auto: the fastest the kernel offers (kernel copy for users without CAP_SYS_ADMIN)',
+    })
     .option('json', { type: 'boolean', default: false, describe: 'print the device info as one JSON line' })
     .example('$0 serve disk.img', 'serve disk.img as /dev/ublkbN until Ctrl-C')
     .example('$0 serve --target null --size 1G', 'a 1 GiB device that reads zeros and drops writes') as unknown as Argv<ServeArgs>;
@@ -72,6 +80,7 @@ async function toOptions(args: ServeArgs): Promise<DeviceOptions> {
     scheduler,
     discard: args.discard,
     pollUs: args.pollUs,
+    copy: args.copy as CopyMode,
     ...(args.id === undefined ? {} : { id: args.id }),
   };
   if (args.target === 'null') {
