@@ -1,12 +1,16 @@
 // `npm run bench [-- options]`: ubloop against the kernel loop driver with fio.
-// On a machine without ublk it re-launches itself in the test VM (../shared/vm/run-in-vm)
-// with a scratch ext4 disk for the image; results land in bench/results/<timestamp>/.
+// On a machine without ublk it re-launches itself in the test VM (../shared/vm/run-in-vm),
+// once per test kernel (--kernel), with a scratch ext4 disk for the image; results land
+// in bench/results/<timestamp>/<kernel>/, and one report with a column per kernel in
+// bench/results/<timestamp>/report.md.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { dirname, relative, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { estimateSec, parseOptions, USAGE, type BenchOptions } from './options.js';
+import type { BenchResult } from './model.js';
+import { BENCH_KERNELS, LINUX_7_3_FEATURES, estimateSec, parseOptions, USAGE, type BenchOptions } from './options.js';
+import { kernelsMarkdown } from './report.js';
 import { log, runBench } from './run.js';
 
 // dist/bench/main.js -> the repository root.
@@ -26,14 +30,32 @@ function git(args: string[]): string | null {
   }
 }
 
-/** Runs this script again inside the VM and returns its exit status. */
-function relaunchInVm(o: BenchOptions, argv: readonly string[]): number {
+/**
+ * The kublk binary for the peer columns: the one given, or one built now (once, then
+ * reused) by bench/build-kublk.sh from Debian's linux-source-7.3 into
+ * bench/results/kublk/. Null, with the reason logged, if it cannot be had.
+ */
+function kublkBinary(o: BenchOptions): string | null {
+  if (o.kublk !== null) return o.kublk;
+  if (!o.configs.some((c) => c.startsWith('kublk')) || !o.kernels.includes('7.3')) return null;
+  const out = join(repoRoot, 'bench', 'results', 'kublk');
+  const bin = join(out, 'kublk');
+  if (existsSync(bin)) return bin;
+  log(`bench: building kublk (the kernel's reference ublk server) into ${out}`);
+  const r = spawnSync('bash', [join(repoRoot, 'bench', 'build-kublk.sh'), out], { stdio: ['ignore', 'inherit', 'inherit'] });
+  if (r.status === 0 && existsSync(bin)) return bin;
+  log(`bench: kublk could not be built (exit ${r.status}); its columns are left out`);
+  return null;
+}
+
+/** Runs this script again inside the VM booted from `kernel` and returns its exit status. */
+function relaunchInVm(o: BenchOptions, argv: readonly string[], kernel: string): number {
   const runInVm = process.env.UBLK_VM_RUN ?? resolve(repoRoot, '..', 'shared', 'vm', 'run-in-vm');
   if (!existsSync(runInVm)) {
     log(`bench: this kernel has no ublk (/dev/ublk-control) and there is no VM runner at ${runInVm}`);
     return 2;
   }
-  const est = estimateSec(o);
+  const est = estimateSec(o, kernel === '6.1' ? [] : LINUX_7_3_FEATURES);
   const scratchGiB = Math.ceil((o.imageBytes * 1.5) / 2 ** 30) + 1;
   const timeoutSec = Math.ceil(est * 2 + 600);
   const env = {
@@ -42,10 +64,11 @@ function relaunchInVm(o: BenchOptions, argv: readonly string[]): number {
     UBLK_BENCH_DIRTY: git(['status', '--porcelain', '--', 'native', 'lib', 'bench', 'binding.gyp']) ? '1' : '0',
     UBLK_BENCH_HOST_CPU: `${cpus()[0]?.model ?? 'unknown'} x ${cpus().length}`,
     UBLK_BENCH_HOST_LOADAVG: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' '),
-    UBLK_BENCH_COMMAND: commandLine(argv),
+    UBLK_BENCH_COMMAND: process.env.UBLK_BENCH_COMMAND ?? commandLine(argv),
+    UBLK_VM_KERNEL: process.env.UBLK_VM_KERNEL ?? resolve(dirname(runInVm), BENCH_KERNELS[kernel] ?? 'bzImage'),
   };
   log(
-    `bench: no ublk here; running in the VM (${o.vmMemMiB} MiB, ${scratchGiB} GiB scratch, ` +
+    `bench: no ublk here; running in the Linux ${kernel} VM (${o.vmMemMiB} MiB, ${scratchGiB} GiB scratch, ` +
       `estimated ${Math.round(est / 60)} min, timeout ${Math.round(timeoutSec / 60)} min)`,
   );
   const script = relative(repoRoot, fileURLToPath(import.meta.url));
@@ -68,11 +91,38 @@ async function main(argv: readonly string[]): Promise<number> {
     log(`bench: ${err instanceof Error ? err.message : String(err)}\n${USAGE}`);
     return 2;
   }
-  if (!existsSync('/dev/ublk-control')) return relaunchInVm(o, argv);
-  const command = process.env.UBLK_BENCH_COMMAND ?? commandLine(argv);
-  const md = await runBench(o, repoRoot, command);
-  process.stdout.write(`\n${md}`);
-  return 0;
+  if (existsSync('/dev/ublk-control')) {
+    const command = process.env.UBLK_BENCH_COMMAND ?? commandLine(argv);
+    const md = await runBench(o, repoRoot, command);
+    process.stdout.write(`\n${md}`);
+    return 0;
+  }
+  // No ublk here: each test kernel in its own VM, one after the other, then one
+  // report with a column per kernel.
+  const top = o.out ?? join(repoRoot, 'bench', 'results', new Date().toISOString().replace(/[:.]/g, '-'));
+  mkdirSync(top, { recursive: true });
+  const kublk = kublkBinary(o);
+  process.env.UBLK_BENCH_COMMAND ??= commandLine(argv);
+  const results: { kernel: string; result: BenchResult }[] = [];
+  let status = 0;
+  for (const kernel of o.kernels) {
+    const out = join(top, kernel);
+    const extra = ['--out', out, ...(kublk === null ? [] : ['--kublk', kublk])];
+    const s = relaunchInVm(o, [...argv, ...extra], kernel);
+    if (s !== 0) {
+      log(`bench: the Linux ${kernel} run failed (exit ${s})`);
+      status = s;
+      continue;
+    }
+    results.push({ kernel, result: JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as BenchResult });
+  }
+  if (results.length > 1) {
+    const md = kernelsMarkdown(results, commandLine(argv));
+    writeFileSync(join(top, 'report.md'), md);
+    process.stdout.write(`\n${md}`);
+    log(`bench: wrote ${join(top, 'report.md')} (per kernel: ${results.map((r) => join(top, r.kernel, 'report.md')).join(', ')})`);
+  }
+  return status;
 }
 
 process.exitCode = await main(process.argv.slice(2)).catch((err: unknown) => {

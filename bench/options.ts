@@ -3,6 +3,19 @@ import { parseArgs } from 'node:util';
 import { JOBS } from './fio.js';
 import { CONFIG_NAMES, type ConfigName } from './servers.js';
 
+/** The test kernels the bench can boot (../shared/vm): label -> bzImage. */
+export const BENCH_KERNELS: Readonly<Record<string, string>> = { '7.3': 'bzImage-7.3', '6.1': 'bzImage' };
+/** ubloop data paths (serve --copy); 'auto' is the plain ubloop devices, the rest are variants. */
+export const COPY_MODES = ['auto', 'kernel', 'user', 'zero', 'auto-buf'] as const;
+/** The UBLK_F_* flag each data path and kublk mode needs from the kernel. */
+const NEEDS: Readonly<Record<string, string>> = {
+  user: 'UBLK_F_USER_COPY',
+  zero: 'UBLK_F_SUPPORT_ZERO_COPY',
+  'auto-buf': 'UBLK_F_AUTO_BUF_REG',
+  'kublk-auto-zc': 'UBLK_F_AUTO_BUF_REG',
+  'kublk-auto-zc-batch': 'UBLK_F_BATCH_IO',
+};
+
 export interface Variant {
   name: string;
   args: string[];
@@ -28,6 +41,12 @@ export interface BenchOptions {
   variants: Variant[];
   ublksrv: string | null;
   ublksrvScheduler: string;
+  /** kublk built from linux-source-7.3 (bench/build-kublk.sh), or null: built at bench time when needed. */
+  kublk: string | null;
+  /** Test kernels to run on, one VM each, one after the other (a ublk host runs its own kernel once). */
+  kernels: string[];
+  /** ubloop data paths measured on ubloop-direct (those the kernel offers). */
+  copyModes: string[];
   vmMemMiB: number;
   /** Extra seconds per fio run for setup, snapshots and fio's own start (for the estimate). */
   overheadSec: number;
@@ -56,7 +75,13 @@ export const USAGE = `usage: npm run bench -- [options]
  --variant NAME=ARGS     also measure ubloop-direct with these serve arguments, labelled
                           ubloop-direct+NAME (repeatable), e.g. --variant "maxio512k=--max-io 512K"
   --ublksrv PATH          also measure ublksrv's \`ublk\` binary (or env UBLK_BENCH_UBLKSRV)
-  --ublksrv-scheduler S   scheduler set on ublksrv's disks (default none)
+  --ublksrv-scheduler S   scheduler set on ublksrv's and kublk's disks (default none)
+  --kublk PATH            the kernel's reference server (or env UBLK_BENCH_KUBLK); default: built
+                          by bench/build-kublk.sh into bench/results/kublk when a kernel offers it
+  --kernel LIST           test kernels: 7.3, 6.1, all (default all: one VM each, one report column
+                          per kernel); ignored on a host whose own kernel has ublk
+  --copy LIST             ubloop data paths measured on ubloop-direct, of ${COPY_MODES.join(', ')}
+                          (default all, --smoke: auto; each only where the kernel offers it)
   --vm-mem MiB            guest memory when relaunched in the VM (default 3072)
   --conditions TEXT       free text describing the conditions, copied into the report
   --perf                  record a system-wide perf profile of every fio run (out/perf/*.txt);
@@ -96,6 +121,9 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
       variant: { type: 'string', multiple: true },
       ublksrv: { type: 'string' },
       'ublksrv-scheduler': { type: 'string', default: 'none' },
+      kublk: { type: 'string' },
+      kernel: { type: 'string' },
+      copy: { type: 'string' },
       'vm-mem': { type: 'string', default: '3072' },
       perf: { type: 'boolean', default: false },
       conditions: { type: 'string', default: '' },
@@ -109,9 +137,20 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
   }
   const smoke = values.smoke ?? false;
   const ublksrv = values.ublksrv ?? process.env.UBLK_BENCH_UBLKSRV ?? null;
+  // kublk's configurations are in the default set; each runs only where the kernel
+  // offers its flags (see deviceMatrix).
   const configs = values.configs
     ? list(values.configs)
     : CONFIG_NAMES.filter((c) => c !== 'ublksrv' || ublksrv !== null);
+  const kernelsText = values.kernel ?? process.env.UBLK_BENCH_KERNELS ?? 'all';
+  const kernels = list(kernelsText).flatMap((k) => (k === 'all' ? Object.keys(BENCH_KERNELS) : [k]));
+  for (const k of kernels) {
+    if (!(k in BENCH_KERNELS)) throw new Error(`--kernel: unknown test kernel "${k}" (known: ${Object.keys(BENCH_KERNELS).join(', ')}, all)`);
+  }
+  const copyModes = list(values.copy ?? (smoke ? 'auto' : COPY_MODES.join(',')));
+  for (const m of copyModes) {
+    if (!(COPY_MODES as readonly string[]).includes(m)) throw new Error(`--copy: unknown data path "${m}" (known: ${COPY_MODES.join(', ')})`);
+  }
   for (const c of configs) {
     if (!CONFIG_NAMES.includes(c as ConfigName)) throw new Error(`--configs: unknown configuration "${c}"`);
   }
@@ -139,6 +178,9 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
     variants: (values.variant ?? []).map(parseVariant),
     ublksrv,
     ublksrvScheduler: values['ublksrv-scheduler'] ?? 'none',
+    kublk: values.kublk ?? process.env.UBLK_BENCH_KUBLK ?? null,
+    kernels: [...new Set(kernels)],
+    copyModes,
     vmMemMiB: positive('vm-mem', values['vm-mem'] ?? '3072'),
     overheadSec: 3,
     conditions: values.conditions ?? '',
@@ -159,25 +201,42 @@ export interface DeviceSpec {
   variant: Variant | null;
 }
 
-/** The devices of a run, each a (configuration, queue count, variant); kernel loop once. */
-export function deviceMatrix(o: BenchOptions): DeviceSpec[] {
+/**
+ * The devices of a run on a kernel offering `features` (UBLK_F_* names; [] for a kernel
+ * without GET_FEATURES), each a (configuration, queue count, variant); kernel loop once.
+ * ubloop-direct runs in each requested data path the kernel offers (auto as itself,
+ * the others as variants "copy-MODE"); kublk's modes run where their flags are offered
+ * and a kublk binary is there; ublksrv when a binary is given.
+ */
+export function deviceMatrix(o: BenchOptions, features: readonly string[]): DeviceSpec[] {
+  const offered = (what: string) => NEEDS[what] === undefined || features.includes(NEEDS[what] as string);
   const out: DeviceSpec[] = [];
   for (const config of o.configs) {
     if (config === 'kernel-loop') out.push({ config, queues: 1, variant: null });
   }
+  const copyVariants: Variant[] = o.copyModes
+    .filter((m) => m !== 'auto' && offered(m))
+    .map((m) => ({ name: `copy-${m}`, args: ['--copy', m] }));
   for (const queues of o.queues) {
     for (const config of o.configs) {
       if (config === 'kernel-loop') continue;
-      out.push({ config, queues, variant: null });
-      if (config === 'ubloop-direct') for (const variant of o.variants) out.push({ config, queues, variant });
+      if (config.startsWith('kublk') && (o.kublk === null || !offered(config))) continue;
+      if (config === 'ublksrv' && o.ublksrv === null) continue;
+      if (config !== 'ubloop-direct' || o.copyModes.includes('auto')) out.push({ config, queues, variant: null });
+      if (config === 'ubloop-direct') {
+        for (const variant of [...copyVariants, ...o.variants]) out.push({ config, queues, variant });
+      }
     }
   }
   return out;
 }
 
-/** Seconds the fio part should take, from the option values. */
-export function estimateSec(o: BenchOptions): number {
+/** What Linux 7.3 offers of the flags the matrix asks about, for estimates made before the guest boots. */
+export const LINUX_7_3_FEATURES: readonly string[] = [...new Set(Object.values(NEEDS))];
+
+/** Seconds the fio part should take on a kernel offering `features`, from the option values. */
+export function estimateSec(o: BenchOptions, features: readonly string[]): number {
   if (o.memoryOnly) return 120;
-  const runs = o.repeats * o.jobs.length * deviceMatrix(o).length;
+  const runs = o.repeats * o.jobs.length * deviceMatrix(o, features).length;
   return runs * (o.runtimeSec + o.rampSec + o.overheadSec) + 60 + o.imageBytes / 2 ** 20 / 20 + (o.memory ? 120 : 0);
 }

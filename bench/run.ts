@@ -12,6 +12,7 @@ import { deviceMatrix, estimateSec, type BenchOptions } from './options.js';
 import { diskSnapshot, loadAverage, machineFacts, procSnapshot, systemSnapshot } from './probe.js';
 import { markdown, svgChart } from './report.js';
 import { startServer, type Server, type ServerOptions } from './servers.js';
+import { kernelFeatures } from '../lib/kernel.js';
 
 export function log(line: string): void {
   process.stderr.write(`${line}\n`);
@@ -142,6 +143,7 @@ export async function runBench(o: BenchOptions, repoRoot: string, command: strin
   if (!o.imageDir) throw new Error('no image directory: pass --image-dir (a filesystem with O_DIRECT) or run in the VM');
   const image = join(o.imageDir, 'ubloop-bench.img');
   const facts = machineFacts();
+  const features = kernelFeatures().features ?? [];
   const meta: BenchMeta = {
     startedAt,
     finishedAt: null,
@@ -164,7 +166,7 @@ export async function runBench(o: BenchOptions, repoRoot: string, command: strin
     conditions: o.conditions,
   };
   const result: BenchResult = { meta, devices: [], runs: [], memory: [] };
-  log(`bench: results in ${dir}; estimated ${duration(estimateSec(o))}`);
+  log(`bench: results in ${dir}; estimated ${duration(estimateSec(o, features))}`);
 
   if (!o.memoryOnly) {
     log(`bench: writing a ${o.imageBytes / 2 ** 20} MiB image at ${image}`);
@@ -176,6 +178,8 @@ export async function runBench(o: BenchOptions, repoRoot: string, command: strin
       ubloopArgs: o.ubloopArgs,
       ublksrv: o.ublksrv,
       ublksrvScheduler: o.ublksrvScheduler,
+      ublksrvZeroCopy: features.includes('UBLK_F_SUPPORT_ZERO_COPY'),
+      kublk: o.kublk,
     };
     const servers: Server[] = [];
     const onSignal = () => {
@@ -184,7 +188,7 @@ export async function runBench(o: BenchOptions, repoRoot: string, command: strin
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
     try {
-      for (const { config, queues, variant } of deviceMatrix(o)) {
+      for (const { config, queues, variant } of deviceMatrix(o, features)) {
         const s = await startServer(config, queues, serverOptions, variant);
         servers.push(s);
         const rec: DeviceRecord = {

@@ -1,5 +1,6 @@
 // The devices under test, all over the same image: kernel loop, ubloop (`ubloop serve`
-// in its own process, one per device) and optionally ublksrv.
+// in its own process, one per device), the kernel's own reference server kublk (in its
+// fastest modes, where the kernel offers them) and optionally ublksrv.
 import { execFileSync, spawn, type ChildProcessByStdio } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import { createInterface } from 'node:readline';
@@ -8,14 +9,26 @@ import { activeScheduler, setScheduler } from './probe.js';
 
 type Child = ChildProcessByStdio<null, Readable, Readable>;
 
-export type ConfigName = 'kernel-loop' | 'ubloop-direct' | 'ubloop-buffered' | 'ubloop-null' | 'ublksrv';
+export type ConfigName =
+  | 'kernel-loop'
+  | 'ubloop-direct'
+  | 'ubloop-buffered'
+  | 'ubloop-null'
+  | 'kublk-auto-zc'
+  | 'kublk-auto-zc-batch'
+  | 'ublksrv';
 export const CONFIG_NAMES: readonly ConfigName[] = [
   'kernel-loop',
   'ubloop-direct',
   'ubloop-buffered',
   'ubloop-null',
+  'kublk-auto-zc',
+  'kublk-auto-zc-batch',
   'ublksrv',
 ];
+
+/** The peers: servers other than ubloop that ubloop must beat. */
+export const PEER_CONFIGS: readonly ConfigName[] = ['kublk-auto-zc', 'kublk-auto-zc-batch', 'ublksrv'];
 
 /** What the serving process counted, summed over its queues. */
 export interface ServerStats {
@@ -50,6 +63,10 @@ export interface ServerOptions {
   ubloopArgs: readonly string[];
   ublksrv: string | null;
   ublksrvScheduler: string;
+  /** Run ublksrv in its zero-copy mode (-z): where the kernel offers UBLK_F_SUPPORT_ZERO_COPY. */
+  ublksrvZeroCopy: boolean;
+  /** The kublk binary (bench/build-kublk.sh), or null. */
+  kublk: string | null;
 }
 
 export function labelOf(config: ConfigName, queues: number, variant: string | null = null): string {
@@ -77,9 +94,17 @@ export async function startServer(
       return UbloopServer.start(config, queues, o, [o.image]);
     case 'ubloop-null':
       return UbloopServer.start(config, queues, o, ['--target', 'null', '--size', String(o.imageBytes)]);
+    case 'kublk-auto-zc':
+    case 'kublk-auto-zc-batch':
+      if (o.kublk === null) throw new Error('kublk: no binary (--kublk PATH, or let the bench build it)');
+      return startUblkCli(config, o.kublk, queues, o, [
+        '--auto_zc',
+        ...(config === 'kublk-auto-zc-batch' ? ['--batch'] : []),
+      ]);
     case 'ublksrv':
       if (o.ublksrv === null) throw new Error('ublksrv: no binary given (--ublksrv PATH or UBLK_BENCH_UBLKSRV)');
-      return startUblksrv(o.ublksrv, queues, o);
+      // -z: its zero-copy mode, where the kernel offers it.
+      return startUblkCli(config, o.ublksrv, queues, o, o.ublksrvZeroCopy ? ['-z'] : []);
   }
 }
 
@@ -205,22 +230,25 @@ class UbloopServer implements Server {
   }
 }
 
-// ublksrv (https://github.com/ublk-org/ublksrv): `ublk add` starts a daemon and prints
-// the device; `ublk list -n ID` names its pid; `ublk del -n ID` removes it.
-function startUblksrv(bin: string, queues: number, o: ServerOptions): Server {
-  const added = execFileSync(bin, ['add', '-t', 'loop', '-q', String(queues), '-d', '128', '-f', o.image], {
+// ublksrv (https://github.com/ublk-org/ublksrv) and kublk share a command line: `add`
+// starts a daemon and prints "dev id N: ..."; `list -n ID` names its "daemon pid";
+// `del -n ID` removes it. ublksrv takes the image as `-f IMAGE`, kublk as an operand;
+// both open it O_DIRECT.
+function startUblkCli(config: ConfigName, bin: string, queues: number, o: ServerOptions, extra: string[]): Server {
+  const image = config === 'ublksrv' ? ['-f', o.image] : [o.image];
+  const added = execFileSync(bin, ['add', '-t', 'loop', '-q', String(queues), '-d', '128', ...extra, ...image], {
     encoding: 'utf8',
   });
   const id = /dev id (\d+)/.exec(added)?.[1];
-  if (id === undefined) throw new Error(`ublksrv: cannot find the device id in: ${added.trim()}`);
+  if (id === undefined) throw new Error(`${config}: cannot find the device id in: ${added.trim()}`);
   const listed = execFileSync(bin, ['list', '-n', id], { encoding: 'utf8' });
   const pid = Number(/pid\s+(\d+)/.exec(listed)?.[1] ?? NaN);
-  if (!Number.isInteger(pid)) throw new Error(`ublksrv: cannot find the daemon pid in: ${listed.trim()}`);
+  if (!Number.isInteger(pid)) throw new Error(`${config}: cannot find the daemon pid in: ${listed.trim()}`);
   const disk = `ublkb${id}`;
   setScheduler(disk, o.ublksrvScheduler);
   return {
-    label: labelOf('ublksrv', queues),
-    config: 'ublksrv',
+    label: labelOf(config, queues),
+    config,
     queues,
     path: `/dev/${disk}`,
     disk,
