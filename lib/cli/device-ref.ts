@@ -27,7 +27,19 @@ export async function resolveDevice(device: string, instance: string | undefined
   }
   const admin = DaemonClient.connect(args.socket);
   try {
-    const reply = await admin.request({ op: 'list' });
+    let reply: Record<string, unknown>;
+    try {
+      reply = await admin.request({ op: 'list' });
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code !== 'EACCES' && code !== 'EPERM' && code !== 'ENOENT' && code !== 'ECONNREFUSED') throw err;
+      // Neither a serve of this user's nor a daemon this user may ask: say who can.
+      const why = code === 'EACCES' || code === 'EPERM' ? 'is not open to you' : 'is not there (no daemon running)';
+      throw new UbloopError(
+        code,
+        `${path} is not served by a ubloop serve of yours${allowServe ? ` (no socket at ${serveSocket(serveRoot(), id)})` : ''}, and the daemon's socket ${args.socket} ${why}: run this as the user who serves the device, or as root`,
+      );
+    }
     const found = (reply['devices'] as { instance: string; index: number; ublkId: number | null }[]).find((d) => d.ublkId === id);
     if (!found) throw new UbloopError('ENODEV', `${path} is not a device of any instance${allowServe ? ' nor served by ubloop serve' : ''}`);
     return { kind: 'instance', instance: found.instance, index: found.index };

@@ -82,10 +82,11 @@ t.test('bench --smoke measures every device and job and writes JSON, Markdown an
 
   t.equal(result.memory.length, 9, 'memory: serve, daemon with 1 and with 4 attached, each idle, after I/O and after the idle release');
   for (const m of result.memory) t.ok(m.rssBytes > 1 << 20 && m.hwmBytes >= m.rssBytes * 0.99, `${m.what}: RSS ${(m.rssBytes / 2 ** 20).toFixed(1)} MiB`);
-  // The daemon with 4 devices: writes fault in buffer pages; idle queues give them back.
+  // The daemon with 4 devices, on this kernel in the auto-buf data path: the image I/O
+  // works on the request pages, so writes fault in none of the queues' buffers.
   const [idle, busy, released] = result.memory.slice(6).map((m) => m.rssBytes / 2 ** 20) as [number, number, number];
-  t.ok(busy - idle > 8, `writes grew the daemon's RSS (${idle.toFixed(1)} -> ${busy.toFixed(1)} MiB)`);
-  t.ok(busy - released > (busy - idle) / 2, `idle queues released their buffers (${busy.toFixed(1)} -> ${released.toFixed(1)} MiB)`);
+  t.ok(busy - idle < 8, `writes did not grow the daemon's RSS by a buffer's worth (${idle.toFixed(1)} -> ${busy.toFixed(1)} MiB)`);
+  t.ok(released <= busy + 1, `and it stays there once idle (${busy.toFixed(1)} -> ${released.toFixed(1)} MiB)`);
 
   // Nothing is left behind: every device of the run is gone.
   for (const d of result.devices) {

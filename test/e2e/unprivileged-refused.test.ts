@@ -2,10 +2,10 @@
 // missing (access to /dev/ublk-control, the kernel feature, or the udev handover),
 // before any device is added: nothing is left behind that they could not delete.
 import t, { type Test } from 'tap';
-import { chownSync, existsSync, statSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { kernelFeatures } from '../../lib/kernel.js';
-import { sparseImage, run, workDir, MiB, type RunResult } from '../helpers/e2e.js';
+import { sparseImage, run, setControlAccess, workDir, MiB, type RunResult } from '../helpers/e2e.js';
 import { ublkCount, userCli } from '../helpers/daemon.js';
 
 const USER = 1001;
@@ -15,15 +15,6 @@ function serveAs(img: string): RunResult {
 }
 
 /** Sets /dev/ublk-control's mode for the test; restored at teardown. */
-function controlMode(t: Test, mode: string): void {
-  const st = statSync('/dev/ublk-control');
-  run('chmod', [mode, '/dev/ublk-control']);
-  t.teardown(() => {
-    chownSync('/dev/ublk-control', st.uid, st.gid);
-    run('chmod', [(st.mode & 0o777).toString(8), '/dev/ublk-control']);
-  });
-}
-
 function userImage(t: Test): string {
   const img = sparseImage(join(workDir(t), 'u.img'), 16 * MiB);
   chownSync(img, USER, USER);
@@ -32,7 +23,7 @@ function userImage(t: Test): string {
 }
 
 t.test('without access to /dev/ublk-control the error names root or the udev rule and its group', async (t) => {
-  controlMode(t, '0600');
+  setControlAccess(t, '0600');
   const before = ublkCount();
   const r = serveAs(userImage(t));
   t.not(r.status, 0, 'serve fails');
@@ -41,7 +32,7 @@ t.test('without access to /dev/ublk-control the error names root or the udev rul
 });
 
 t.test('with access, the error names what this kernel or this machine lacks', async (t) => {
-  controlMode(t, '0666');
+  setControlAccess(t, '0666');
   // No uevent helper (6.1's config has none at all), and the guest has no udev rules.
   if (existsSync('/proc/sys/kernel/hotplug')) writeFileSync('/proc/sys/kernel/hotplug', '\n');
   const before = ublkCount();

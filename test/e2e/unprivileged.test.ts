@@ -5,7 +5,7 @@
 import t, { type Test } from 'tap';
 import { chownSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLI, MiB, ioEngine, run, serve, sparseImage, waitGone, workDir, type RunResult } from '../helpers/e2e.js';
+import { CLI, MiB, ioEngine, run, serve, setControlAccess, sparseImage, waitGone, workDir, type RunResult } from '../helpers/e2e.js';
 import { ublkCount, userCli } from '../helpers/daemon.js';
 
 const UBLK_GROUP = 1500; // stands for the rule's group "ublk"
@@ -25,13 +25,7 @@ const ubloopAs = (uid: number, args: string[]) => runAs(uid, process.execPath, [
 
 /** /dev/ublk-control opened to the ublk group, as the contrib rule does; undone at teardown. */
 function openControlToGroup(t: Test): void {
-  const st = statSync('/dev/ublk-control');
-  chownSync('/dev/ublk-control', 0, UBLK_GROUP);
-  run('chmod', ['0660', '/dev/ublk-control']);
-  t.teardown(() => {
-    chownSync('/dev/ublk-control', st.uid, st.gid);
-    run('chmod', [(st.mode & 0o777).toString(8), '/dev/ublk-control']);
-  });
+  setControlAccess(t, '0660', UBLK_GROUP);
 }
 
 /** The kernel's uevent helper runs `ubloop udev` for ublk nodes, as udev would; undone at teardown. */

@@ -2,7 +2,7 @@
 // test VM), drive the real CLI (`node bin/ubloop.js serve ...`) and look at the
 // result the way a user would: through /dev/ublkbN, the image file and sysfs.
 import { spawn, spawnSync, type ChildProcess, type SpawnSyncOptions } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,6 +21,17 @@ export interface TestLike {
   teardown(fn: () => void | Promise<void>): void;
   fail(message: string): void;
   comment(...args: unknown[]): void;
+}
+
+/** Sets /dev/ublk-control's mode (and its group, if given) for one test; the teardown restores both. */
+export function setControlAccess(t: TestLike, mode: string, gid?: number): void {
+  const st = statSync('/dev/ublk-control');
+  if (gid !== undefined) chownSync('/dev/ublk-control', 0, gid);
+  run('chmod', [mode, '/dev/ublk-control']);
+  t.teardown(() => {
+    chownSync('/dev/ublk-control', st.uid, st.gid);
+    run('chmod', [(st.mode & 0o777).toString(8), '/dev/ublk-control']);
+  });
 }
 
 /** The ublk char devices that exist now: ['ublkc0', ...]. */
