@@ -1,12 +1,11 @@
 // Command-line options of `npm run bench` (after `--`), with the smoke and full presets.
 import { parseArgs } from 'node:util';
+import { COPY_MODES } from '../lib/device-options.js';
 import { JOBS } from './fio.js';
 import { CONFIG_NAMES, type ConfigName } from './servers.js';
 
 /** The test kernels the bench can boot (../shared/vm): label -> bzImage. */
 export const BENCH_KERNELS: Readonly<Record<string, string>> = { '7.3': 'bzImage-7.3', '6.1': 'bzImage' };
-/** ubloop data paths (serve --copy); 'auto' is the plain ubloop devices, the rest are variants. */
-export const COPY_MODES = ['auto', 'kernel', 'user', 'zero', 'auto-buf'] as const;
 /** The UBLK_F_* flag each data path and kublk mode needs from the kernel. */
 const NEEDS: Readonly<Record<string, string>> = {
   user: 'UBLK_F_USER_COPY',
