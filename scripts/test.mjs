@@ -324,9 +324,12 @@ function runCompiledTests(files, file) {
  * prefix (so two guests running at once stay readable; the guest console's terminal
  * control sequences are dropped) and saved, unprefixed, to opts.logFile.
  */
-function run(cmd, args, { prefix, logFile, startedFile, startLimitMs, ...opts } = {}) {
+function run(cmd, args, { prefix, logFile, startedFile, startLimitMs, tail, ...opts } = {}) {
   return new Promise((done) => {
-    const piped = prefix !== undefined;
+    // Output is passed through line by line when it is prefixed (guests side by side) or
+    // when the caller keeps its last lines (`tail`, to quote a guest that died).
+    const piped = prefix !== undefined || tail !== undefined;
+    const lead = prefix ?? '';
     const watched = startedFile !== undefined && startLimitMs !== undefined;
     const child = spawn(cmd, args, { stdio: piped ? ['ignore', 'pipe', 'pipe'] : 'inherit', ...(watched ? { detached: true } : {}), ...opts });
     // A guest that never gets as far as starting its tests (a boot that hangs, seen
@@ -348,6 +351,14 @@ function run(cmd, args, { prefix, logFile, startedFile, startLimitMs, ...opts } 
     process.on('SIGTERM', forward);
     const logOut = piped && logFile ? createWriteStream(logFile, { flags: 'a' }) : null;
     const pending = [];
+    const emit = (sink, raw) => {
+      const line = clean(raw);
+      sink.write(`${lead}${line}\n`);
+      if (tail) {
+        tail.push(line);
+        if (tail.length > 25) tail.shift();
+      }
+    };
     const lines = (stream, sink) => {
       let rest = '';
       stream.setEncoding('utf8');
@@ -355,10 +366,10 @@ function run(cmd, args, { prefix, logFile, startedFile, startLimitMs, ...opts } 
         logOut?.write(d);
         const parts = (rest + d).split('\n');
         rest = parts.pop() ?? '';
-        for (const p of parts) sink.write(`${prefix}${clean(p)}\n`);
+        for (const p of parts) emit(sink, p);
       });
       pending.push(new Promise((end) => stream.on('end', () => {
-        if (rest) sink.write(`${prefix}${clean(rest)}\n`);
+        if (rest) emit(sink, rest);
         end();
       })));
     };
@@ -605,7 +616,9 @@ async function addE2e(r, files) {
   }
   if (r.failure) {
     if (counts.failed === 0) counts.failed = 1;
-    counts.failures.unshift(`e2e suite: ${r.failure.split('\n')[0]}`);
+    // The first line (the rest is how-to text, printed in the banner), and the console's
+    // last lines for a guest that died: the summary is what a truncated CI log still shows.
+    counts.failures.unshift(`e2e suite: ${r.failure.split('\n')[0]}${r.consoleTail ?? ''}`);
   }
   counts.failures = counts.failures.map((f) => `[${name}] ${f}`);
   add(`e2e ${name}`, counts, r.ms, `${r.failure ? `${r.where}, DID NOT RUN` : r.where}${ci ? ', CI' : ''}`);
@@ -687,28 +700,43 @@ if (!unitOnly) {
         // shared runner's own busybox check (`busybox --list | grep -q` under pipefail) can
         // fail now and then with SIGPIPE, so that is tried again twice before it counts.
         // A guest that started no tests within UBLK_VM_START_LIMIT s (default 600) is
-        // ended and booted once more.
+        // ended and booted once more. So is a guest that ended before its first test
+        // (exit 98 with nothing started: once seen in CI, 5 s after the start, with no
+        // trace of why); its last console lines go into the failure if it does so again.
         let rc = 2;
         const started = streamFile(`e2e-${plan.tag}`);
         const refused = () => rc === 2 && !existsSync(infoFile) && !existsSync(started);
+        const diedEarly = () => rc === 98 && !existsSync(started);
         const startLimitMs = Number(process.env.UBLK_VM_START_LIMIT ?? 600) * 1000;
         let stalls = 0;
-        for (let attempt = 1; attempt <= 3 && (refused() || (stalls === 1 && !existsSync(started))); attempt++) {
-          if (attempt > 1) log(`${prefix ?? ''}${stalls ? 'the guest stalled before its tests' : 'runner refused to start (exit 2)'}; trying again (${attempt}/3)`);
+        let tail = [];
+        const again = () => refused() || (stalls === 1 && !existsSync(started)) || diedEarly();
+        for (let attempt = 1; attempt <= 3 && (attempt === 1 || again()); attempt++) {
+          if (attempt > 1) {
+            const why = stalls ? 'the guest stalled before its tests' : diedEarly() ? 'the guest ended before its first test (exit 98)' : 'runner refused to start (exit 2)';
+            log(`${prefix ?? ''}${why}; trying again (${attempt}/3)`);
+          }
           const t1 = Date.now();
+          tail = [];
           rc = await run(runner, [...opts, '--timeout', String(Math.max(120, timeout - Math.floor((t1 - started0) / 1000))), '--', 'node', 'scripts/test.mjs', '--e2e-inner', ...argv], {
             env: { ...env, UBLK_VM_KERNEL: plan.kernel },
             prefix,
+            tail,
             logFile: vmLogFile(plan.tag),
             startedFile: started,
             startLimitMs,
           });
           if (!existsSync(started) && Date.now() - t1 >= startLimitMs) stalls++;
+          if (stalls > 1) break;
         }
+        const lastLines = () => {
+          r.consoleTail = tail.length ? `\n    its last console lines:\n${tail.map((l) => `      | ${l}`).join('\n')}` : '';
+          return r.consoleTail;
+        };
         if (stalls > 0 && !existsSync(started)) {
-          r.failure = `the guest started no tests within ${startLimitMs / 1000} s, ${stalls} time(s) (a boot or start that hangs; UBLK_VM_START_LIMIT sets the limit)`;
+          r.failure = `the guest started no tests within ${startLimitMs / 1000} s, ${stalls} time(s) (a boot or start that hangs; UBLK_VM_START_LIMIT sets the limit)${lastLines()}`;
         } else if (rc === 98 || rc === 97) {
-          r.failure = `the VM did not run the tests (runner exit ${rc}: ${rc === 98 ? `boot failure, panic or the ${timeout} s timeout` : 'could not enter the project directory'})`;
+          r.failure = `the VM did not run the tests (runner exit ${rc}: ${rc === 98 ? `boot failure, panic or the ${timeout} s timeout` : 'could not enter the project directory'})${lastLines()}`;
         } else if (rc === 2 && !existsSync(infoFile)) {
           r.failure = `the VM runner refused to start (exit 2; see its message above)\n${howToGetKernel()}`;
         }
