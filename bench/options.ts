@@ -204,7 +204,7 @@ export interface DeviceSpec {
  * The devices of a run on a kernel offering `features` (UBLK_F_* names; [] for a kernel
  * without GET_FEATURES), each a (configuration, queue count, variant); kernel loop once.
  * ubloop-direct runs in each requested data path the kernel offers (auto as itself,
- * the others as variants "copy-MODE"); kublk's modes run where their flags are offered
+ * the others, but the one auto resolves to, as variants "copy-MODE"); kublk's modes run where their flags are offered
  * and a kublk binary is there; ublksrv when a binary is given.
  */
 export function deviceMatrix(o: BenchOptions, features: readonly string[]): DeviceSpec[] {
@@ -213,8 +213,10 @@ export function deviceMatrix(o: BenchOptions, features: readonly string[]): Devi
   for (const config of o.configs) {
     if (config === 'kernel-loop') out.push({ config, queues: 1, variant: null });
   }
+  // The path `auto` takes (as root) is measured once, as ubloop-direct itself.
+  const viaAuto = o.copyModes.includes('auto') ? (['auto-buf', 'zero'].find(offered) ?? 'kernel') : null;
   const copyVariants: Variant[] = o.copyModes
-    .filter((m) => m !== 'auto' && offered(m))
+    .filter((m) => m !== 'auto' && m !== viaAuto && offered(m))
     .map((m) => ({ name: `copy-${m}`, args: ['--copy', m] }));
   for (const queues of o.queues) {
     for (const config of o.configs) {

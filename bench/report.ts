@@ -125,10 +125,11 @@ export function markdown(result: BenchResult): string {
   out.push('');
   out.push(
     table(
-      ['device', 'path', 'scheduler', 'server pid', 'extra serve arguments'],
+      ['device', 'path', 'data path', 'scheduler', 'server pid', 'extra serve arguments'],
       result.devices.map((d) => [
         d.label,
         d.path,
+        d.dataPath ?? '?',
         d.scheduler,
         d.pid === null ? 'kernel' : String(d.pid),
         d.variantArgs.length ? `\`${d.variantArgs.join(' ')}\`` : '',

@@ -199,10 +199,11 @@ export async function runBench(o: BenchOptions, repoRoot: string, command: strin
           scheduler: s.scheduler,
           pid: s.pid,
           variantArgs: variant?.args ?? [],
+          dataPath: s.dataPath,
           info: s.info,
         };
         result.devices.push(rec);
-        log(`bench: ${s.label} is ${s.path} (scheduler ${s.scheduler}${s.pid === null ? '' : `, pid ${s.pid}`})`);
+        log(`bench: ${s.label} is ${s.path} (${s.dataPath}, scheduler ${s.scheduler}${s.pid === null ? '' : `, pid ${s.pid}`})`);
       }
       meta.devices = servers.map((s) => s.label);
       const jobs = o.jobs.map((name) => JOBS.find((j) => j.name === name) as JobSpec);

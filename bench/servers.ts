@@ -48,6 +48,8 @@ export interface Server {
   /** The process serving the device, or null for the kernel loop driver. */
   readonly pid: number | null;
   readonly scheduler: string;
+  /** How request data reaches the image: ubloop's data path (what `auto` chose), or the peer's mode. */
+  readonly dataPath: string;
   /** Anything else worth recording (the serving process's own description). */
   readonly info: unknown;
   /** The server's own counters, or null when it has none to offer. */
@@ -97,14 +99,18 @@ export async function startServer(
     case 'kublk-auto-zc':
     case 'kublk-auto-zc-batch':
       if (o.kublk === null) throw new Error('kublk: no binary (--kublk PATH, or let the bench build it)');
-      return startUblkCli(config, o.kublk, queues, o, [
-        '--auto_zc',
-        ...(config === 'kublk-auto-zc-batch' ? ['--batch'] : []),
-      ]);
+      return startUblkCli(
+        config,
+        o.kublk,
+        queues,
+        o,
+        ['--auto_zc', ...(config === 'kublk-auto-zc-batch' ? ['--batch'] : [])],
+        config === 'kublk-auto-zc-batch' ? 'auto-buf, batch I/O' : 'auto-buf',
+      );
     case 'ublksrv':
       if (o.ublksrv === null) throw new Error('ublksrv: no binary given (--ublksrv PATH or UBLK_BENCH_UBLKSRV)');
       // -z: its zero-copy mode, where the kernel offers it.
-      return startUblkCli(config, o.ublksrv, queues, o, o.ublksrvZeroCopy ? ['-z'] : []);
+      return startUblkCli(config, o.ublksrv, queues, o, o.ublksrvZeroCopy ? ['-z'] : [], o.ublksrvZeroCopy ? 'zero' : 'kernel');
   }
 }
 
@@ -120,6 +126,7 @@ function startKernelLoop(o: ServerOptions): Server {
     disk,
     pid: null,
     scheduler: activeScheduler(disk),
+    dataPath: dio === '1' ? 'kernel loop, direct I/O' : 'kernel loop, buffered',
     info: { directIo: dio === '1' },
     stats: () => Promise.resolve(null),
     stop: () => {
@@ -131,6 +138,7 @@ function startKernelLoop(o: ServerOptions): Server {
 
 interface UbloopInfo {
   path: string;
+  dataPath: string;
   serverPid: number;
   scheduler: string | null;
 }
@@ -148,6 +156,7 @@ class UbloopServer implements Server {
   readonly path: string;
   readonly disk: string;
   readonly scheduler: string;
+  readonly dataPath: string;
   readonly #child: Child;
   readonly #statsWaiters: ((s: ServerStats) => void)[] = [];
   readonly #exited: Promise<number | null>;
@@ -166,6 +175,7 @@ class UbloopServer implements Server {
     this.disk = basename(info.path);
     this.pid = child.pid ?? info.serverPid;
     this.scheduler = activeScheduler(this.disk);
+    this.dataPath = info.dataPath;
   }
 
   static start(
@@ -234,7 +244,7 @@ class UbloopServer implements Server {
 // starts a daemon and prints "dev id N: ..."; `list -n ID` names its "daemon pid";
 // `del -n ID` removes it. ublksrv takes the image as `-f IMAGE`, kublk as an operand;
 // both open it O_DIRECT.
-function startUblkCli(config: ConfigName, bin: string, queues: number, o: ServerOptions, extra: string[]): Server {
+function startUblkCli(config: ConfigName, bin: string, queues: number, o: ServerOptions, extra: string[], dataPath: string): Server {
   const image = config === 'ublksrv' ? ['-f', o.image] : [o.image];
   const added = execFileSync(bin, ['add', '-t', 'loop', '-q', String(queues), '-d', '128', ...extra, ...image], {
     encoding: 'utf8',
@@ -254,6 +264,7 @@ function startUblkCli(config: ConfigName, bin: string, queues: number, o: Server
     disk,
     pid,
     scheduler: activeScheduler(disk),
+    dataPath,
     info: { list: listed.trim() },
     stats: () => Promise.resolve(null),
     stop: () => {

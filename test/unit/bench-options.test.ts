@@ -6,14 +6,13 @@ import { LINUX_7_3_FEATURES, deviceMatrix, parseOptions } from '../../bench/opti
 const labels = (argv: string[], features: readonly string[]) =>
   deviceMatrix(parseOptions(argv), features).map((d) => `${d.config}${d.variant ? `+${d.variant.name}` : ''} q${d.queues}`);
 
-t.test('on Linux 7.3 ubloop runs in every data path and kublk in both of its fast modes', async (t) => {
+t.test('on Linux 7.3 ubloop runs in every data path (auto-buf once, as auto) and kublk in both of its fast modes', async (t) => {
   t.same(labels(['--queues', '1', '--kublk', '/x/kublk'], LINUX_7_3_FEATURES), [
     'kernel-loop q1',
     'ubloop-direct q1',
     'ubloop-direct+copy-kernel q1',
     'ubloop-direct+copy-user q1',
     'ubloop-direct+copy-zero q1',
-    'ubloop-direct+copy-auto-buf q1',
     'ubloop-buffered q1',
     'ubloop-null q1',
     'kublk-auto-zc q1',
@@ -21,11 +20,10 @@ t.test('on Linux 7.3 ubloop runs in every data path and kublk in both of its fas
   ]);
 });
 
-t.test('a kernel without GET_FEATURES (6.1) gets the kernel copy only and no kublk', async (t) => {
+t.test('a kernel without GET_FEATURES (6.1) gets the kernel copy only (as auto) and no kublk', async (t) => {
   t.same(labels(['--queues', '1', '--kublk', '/x/kublk'], []), [
     'kernel-loop q1',
     'ubloop-direct q1',
-    'ubloop-direct+copy-kernel q1',
     'ubloop-buffered q1',
     'ubloop-null q1',
   ]);
@@ -36,6 +34,14 @@ t.test('without a kublk binary its columns are left out; --copy picks the paths'
     'kernel-loop q1',
     'ubloop-direct q1',
     'ubloop-direct+copy-zero q1',
+  ]);
+});
+
+t.test('a path named without auto is measured as a variant even where auto would take it', async (t) => {
+  t.same(labels(['--queues', '1', '--configs', 'kernel-loop,ubloop-direct', '--copy', 'auto-buf,kernel'], LINUX_7_3_FEATURES), [
+    'kernel-loop q1',
+    'ubloop-direct+copy-auto-buf q1',
+    'ubloop-direct+copy-kernel q1',
   ]);
 });
 
