@@ -1,6 +1,7 @@
 // Checks device options before anything touches the kernel, so that bad input ends
 // with a message naming the bad value and nothing half-created.
 import { invalid } from './errors.js';
+import type { NativeCopyMode, NativeDataPath } from './native.js';
 
 export type TargetName = 'loop' | 'null';
 export type BlockSize = 512 | 1024 | 2048 | 4096;
@@ -15,8 +16,8 @@ export type Scheduler = 'none' | 'mq-deadline' | 'kyber' | 'bfq';
  * UBLK_F_AUTO_BUF_REG). 'auto' picks the fastest the kernel offers and the caller
  * may use (devices of users without CAP_SYS_ADMIN get 'kernel').
  */
-export type DataPath = 'kernel' | 'user' | 'zero' | 'auto-buf';
-export type CopyMode = 'auto' | DataPath;
+export type DataPath = NativeDataPath;
+export type CopyMode = NativeCopyMode;
 export const COPY_MODES: readonly CopyMode[] = ['auto', 'kernel', 'user', 'zero', 'auto-buf'];
 
 export const BLOCK_SIZES: readonly BlockSize[] = [512, 1024, 2048, 4096];
