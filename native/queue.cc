@@ -98,13 +98,13 @@ void Queue::requestExit() {
 
 QueueSnapshot Queue::snapshot() const {
   return QueueSnapshot{
-      counters_.ops.load(std::memory_order_relaxed),
-      counters_.bytesRead.load(std::memory_order_relaxed),
-      counters_.bytesWritten.load(std::memory_order_relaxed),
-      counters_.errors.load(std::memory_order_relaxed),
-      counters_.enters.load(std::memory_order_relaxed),
-      counters_.bufferReleases.load(std::memory_order_relaxed),
-      counters_.registrations.load(std::memory_order_relaxed),
+      counters_.ops.get(),
+      counters_.bytesRead.get(),
+      counters_.bytesWritten.get(),
+      counters_.errors.get(),
+      counters_.enters.get(),
+      counters_.bufferReleases.get(),
+      counters_.registrations.get(),
       tid_.load(std::memory_order_relaxed),
       ringFlags_,
       [this] {
@@ -357,14 +357,14 @@ void Queue::queueBufferCommand(uint16_t tag, bool reg) {
   io_uring_sqe *s = prepIoCommand(sqe(), op, qid_, tag, 0, tag);
   s->user_data = user_data::encode(Kind::BufReg, tag, reg ? 1 : 0);
   inflight_++;
-  if (reg) counters_.registrations.fetch_add(1, std::memory_order_relaxed);
+  if (reg) counters_.registrations.add(1);
 }
 
 void Queue::bufferCommandDone(uint16_t tag, bool reg, int res) {
   if (!reg) {
     // The request completes anyway once committed; a buffer left in the table is
     // replaced by the next registration at this index.
-    if (res < 0) counters_.errors.fetch_add(1, std::memory_order_relaxed);
+    if (res < 0) counters_.errors.add(1);
     return;
   }
   if (res < 0) {
@@ -430,13 +430,13 @@ void Queue::finishCommit(uint16_t tag, int result) {
     slots_[tag].registered = false;
   }
   const ublksrv_io_desc &d = descs_[tag];
-  counters_.ops.fetch_add(1, std::memory_order_relaxed);
+  counters_.ops.add(1);
   if (result < 0) {
-    counters_.errors.fetch_add(1, std::memory_order_relaxed);
+    counters_.errors.add(1);
   } else if (ublksrv_get_op(&d) == UBLK_IO_OP_READ) {
-    counters_.bytesRead.fetch_add(unsigned(result), std::memory_order_relaxed);
+    counters_.bytesRead.add(unsigned(result));
   } else if (ublksrv_get_op(&d) == UBLK_IO_OP_WRITE) {
-    counters_.bytesWritten.fetch_add(unsigned(result), std::memory_order_relaxed);
+    counters_.bytesWritten.add(unsigned(result));
   }
   pendingCommits_.push_back({tag, result});
 }
@@ -459,7 +459,7 @@ void Queue::pollForCompletion() {
   const uint64_t deadline = SpinClock::deadlineAfterUs(spec_.pollUs);
   do {
     io_uring_submit_and_get_events(&ring_);
-    counters_.enters.fetch_add(1, std::memory_order_relaxed);
+    counters_.enters.add(1);
     if (io_uring_cq_ready(&ring_) > 0) return;
   } while (!SpinClock::passed(deadline));
 }
@@ -515,7 +515,7 @@ bool Queue::waitForEvents() {
   } else {
     ret = io_uring_submit_and_wait(&ring_, io_uring_cq_ready(&ring_) > 0 ? 0 : 1);
   }
-  counters_.enters.fetch_add(1, std::memory_order_relaxed);
+  counters_.enters.add(1);
   if (faultErrno_ != 0 && ++waits_ == faultAfterWaits_) ret = -faultErrno_;
   if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY && ret != -ETIME) {
     fail(SysError::from(ret, "io_uring_enter"));  // the queue number is added by who reports it
@@ -528,7 +528,7 @@ bool Queue::waitForEvents() {
 void Queue::releaseIdleBuffers() {
   madvise(buffers_, bufferBytes_, MADV_DONTNEED);
   buffersUsed_ = false;
-  counters_.bufferReleases.fetch_add(1, std::memory_order_relaxed);
+  counters_.bufferReleases.add(1);
 }
 
 // The queue stops serving. Its requests fail once the kernel sees the server gone:
@@ -599,7 +599,7 @@ void Queue::handle(const io_uring_cqe &cqe) {
   } else if (cqe.res != UBLK_IO_RES_ABORT) {
     // The kernel refused a command (the device is going away, or a bug): this tag
     // stops serving; the device's own teardown reports the rest.
-    counters_.errors.fetch_add(1, std::memory_order_relaxed);
+    counters_.errors.add(1);
   }
 }
 

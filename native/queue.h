@@ -35,14 +35,25 @@ struct IoSlot {
   int result = 0;          // user copy: the result to commit once the READ's data is copied out
 };
 
+// A counter only the queue thread writes and any thread may read: a plain load and
+// store instead of a locked read-modify-write on every I/O.
+class QueueCounter {
+ public:
+  void add(uint64_t n) { v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+  uint64_t get() const { return v_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> v_{0};
+};
+
 struct QueueCounters {
-  std::atomic<uint64_t> ops{0};
-  std::atomic<uint64_t> bytesRead{0};
-  std::atomic<uint64_t> bytesWritten{0};
-  std::atomic<uint64_t> errors{0};
-  std::atomic<uint64_t> enters{0};  // io_uring_enter calls made by the loop
-  std::atomic<uint64_t> bufferReleases{0};  // idle releases of the I/O buffers
-  std::atomic<uint64_t> registrations{0};   // REGISTER_IO_BUF made by the queue (zero copy, auto-buf fallback)
+  QueueCounter ops;
+  QueueCounter bytesRead;
+  QueueCounter bytesWritten;
+  QueueCounter errors;
+  QueueCounter enters;  // io_uring_enter calls made by the loop
+  QueueCounter bufferReleases;  // idle releases of the I/O buffers
+  QueueCounter registrations;   // REGISTER_IO_BUF made by the queue (zero copy, auto-buf fallback)
 };
 
 struct QueueSnapshot {
