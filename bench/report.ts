@@ -298,10 +298,22 @@ export function svgChart(result: BenchResult): string {
   });
   const ly = plotTop + devices.length * 18 + 10;
   parts.push(`<line x1="${left + plotW + 16}" x2="${left + plotW + 28}" y1="${ly + 6}" y2="${ly + 6}" stroke="#c00" stroke-width="2"/>`);
-  parts.push(`<text x="${left + plotW + 34}" y="${ly + 10}">target (issue 4)</text>`);
+  parts.push(`<text x="${left + plotW + 34}" y="${ly + 10}">target</text>`);
   parts.push(`<text x="${left}" y="${H - 20}" fill="#555">${esc(`${result.meta.kernel}, ${result.meta.cpus} CPU ${result.meta.cpuModel}, ${result.meta.runtimeSec} s jobs, ${result.meta.repeats} repeats`)}</text>`);
   parts.push('</svg>');
   return parts.join('\n');
+}
+
+/** For one job, a row per device with a cell per kernel's run; devices no run measured are left out. */
+function deviceRows(
+  runs: readonly { result: BenchResult }[],
+  job: string,
+  labels: readonly string[],
+  cell: (result: BenchResult, label: string) => string,
+): string[][] {
+  return labels
+    .map((label) => [titleOf(job), label, ...runs.map(({ result }) => cell(result, label))])
+    .filter((row) => row.slice(2).some((c) => c !== '–'));
 }
 
 /** One report over runs on several kernels: per job, a column per kernel. */
@@ -320,17 +332,15 @@ export function kernelsMarkdown(runs: readonly { kernel: string; result: BenchRe
   out.push('');
   const rows: string[][] = [];
   for (const job of jobs) {
-    for (const label of labels) {
-      const cells = runs.map(({ result }) => {
+    rows.push(
+      ...deviceRows(runs, job, labels, (result, label) => {
         const s = ratioSummary(result.runs, job, label);
         if (!s) return '–';
         const target = targetsApply(result.meta.kernel) ? TARGETS[job]?.find((t) => t.device === label) : undefined;
         const mark = target ? (s.median >= target.min ? ' ✓' : ' ✗') : '';
         return s.n > 1 ? `**${fmt(s.median)}**${mark} [${fmt(s.min)}–${fmt(s.max)}]` : `**${fmt(s.median)}**${mark}`;
-      });
-      if (cells.every((c) => c === '–')) continue;
-      rows.push([titleOf(job), label, ...cells]);
-    }
+      }),
+    );
     const vs = runs.map(({ result }) => {
       const peer = bestPeer(result, job);
       const own = ratioSummary(result.runs, job, UBLOOP);
@@ -342,18 +352,13 @@ export function kernelsMarkdown(runs: readonly { kernel: string; result: BenchRe
   out.push('');
   out.push('## Server cost per I/O (medians): CPU µs / io_uring_enter calls');
   out.push('');
-  const effRows: string[][] = [];
-  for (const job of jobs) {
-    for (const label of labels) {
-      const cells = runs.map(({ result }) => {
-        const rs = result.runs.filter((r) => r.job === job && r.device === label);
-        if (!rs.length) return '–';
-        return `${fmt(medianOf(rs, (r) => r.perIo.serverCpuUs), 1)} / ${fmt(medianOf(rs, (r) => r.perIo.serverEnters), 2)}`;
-      });
-      if (cells.every((c) => c === '–')) continue;
-      effRows.push([titleOf(job), label, ...cells]);
-    }
-  }
+  const effRows = jobs.flatMap((job) =>
+    deviceRows(runs, job, labels, (result, label) => {
+      const rs = result.runs.filter((r) => r.job === job && r.device === label);
+      if (!rs.length) return '–';
+      return `${fmt(medianOf(rs, (r) => r.perIo.serverCpuUs), 1)} / ${fmt(medianOf(rs, (r) => r.perIo.serverEnters), 2)}`;
+    }),
+  );
   out.push(table(['job', 'device', ...kernels], effRows));
   out.push('');
   return out.join('\n');
