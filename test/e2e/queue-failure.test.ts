@@ -19,9 +19,12 @@ t.test('a queue whose ring fails shows as failed, and its I/O fails instead of h
   t.match(w.stderr, /Input\/output error|No such device|No such device or address/, `with an I/O error: ${w.stderr.trim()}`);
 
   // serve checks its queues once a second; a loaded emulated guest may take several.
-  for (let i = 0; i < 300 && !/ublkb\d+ failed/.test(s.stderr()); i++) await sleep(100);
+  // It writes the stderr message and the JSON line together, but they come through two
+  // pipes, so either may be read first: wait for both.
+  const failedLine = () => s.lines.map((l) => JSON.parse(l) as { failed?: { failure: string } }).find((l) => l.failed);
+  for (let i = 0; i < 300 && !(/ublkb\d+ failed/.test(s.stderr()) && failedLine()); i++) await sleep(100);
   t.match(s.stderr(), /ublkb\d+ failed: queue 0: io_uring_enter failed: Input\/output error \(EIO\)/, 'serve says on stderr which queue failed and why');
-  const notice = s.lines.map((l) => JSON.parse(l) as { failed?: { failure: string } }).find((l) => l.failed);
+  const notice = failedLine();
   t.match(notice?.failed?.failure ?? '', /EIO/, 'serve --json prints a "failed" line');
   const after = await s.stats();
   t.equal(after.failed, true, 'SIGUSR1 stats say failed');
