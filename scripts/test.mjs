@@ -626,7 +626,7 @@ async function addE2e(r, files) {
 
 /** The loud banner for a kernel whose suite did not run. */
 function shout(r) {
-  const loud = `E2E SUITE DID NOT RUN ON ${r.plan.label}: ${r.failure}`;
+  const loud = `E2E SUITE DID NOT RUN ON ${r.plan.label}: ${r.failure}${r.consoleTail ?? ''}`;
   console.error(`\n${'!'.repeat(78)}\n${loud}\n${'!'.repeat(78)}`);
 }
 
@@ -729,14 +729,13 @@ if (!unitOnly) {
           if (!existsSync(started) && Date.now() - t1 >= startLimitMs) stalls++;
           if (stalls > 1) break;
         }
-        const lastLines = () => {
-          r.consoleTail = tail.length ? `\n    its last console lines:\n${tail.map((l) => `      | ${l}`).join('\n')}` : '';
-          return r.consoleTail;
-        };
+        const quoted = tail.length ? `\n    its last console lines:\n${tail.map((l) => `      | ${l}`).join('\n')}` : '';
         if (stalls > 0 && !existsSync(started)) {
-          r.failure = `the guest started no tests within ${startLimitMs / 1000} s, ${stalls} time(s) (a boot or start that hangs; UBLK_VM_START_LIMIT sets the limit)${lastLines()}`;
+          r.failure = `the guest started no tests within ${startLimitMs / 1000} s, ${stalls} time(s) (a boot or start that hangs; UBLK_VM_START_LIMIT sets the limit)`;
+          r.consoleTail = quoted;
         } else if (rc === 98 || rc === 97) {
-          r.failure = `the VM did not run the tests (runner exit ${rc}: ${rc === 98 ? `boot failure, panic or the ${timeout} s timeout` : 'could not enter the project directory'})${lastLines()}`;
+          r.failure = `the VM did not run the tests (runner exit ${rc}: ${rc === 98 ? `boot failure, panic or the ${timeout} s timeout` : 'could not enter the project directory'})`;
+          r.consoleTail = quoted;
         } else if (rc === 2 && !existsSync(infoFile)) {
           r.failure = `the VM runner refused to start (exit 2; see its message above)\n${howToGetKernel()}`;
         }
