@@ -54,6 +54,8 @@ export interface DeviceRecord {
   pid: number | null;
   /** Extra `ubloop serve` arguments of a --variant device. */
   variantArgs: string[];
+  /** The other ubloop checkout that served this device (--engine), absent for this one. */
+  engine?: string;
   /** ubloop's data path as the device reported it, or the peer's mode (absent in older results). */
   dataPath?: string;
   info: unknown;

@@ -1,4 +1,6 @@
 // Command-line options of `npm run bench` (after `--`), with the smoke and full presets.
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { COPY_MODES } from '../lib/device-options.js';
 import { JOBS } from './fio.js';
@@ -18,6 +20,8 @@ const NEEDS: Readonly<Record<string, string>> = {
 export interface Variant {
   name: string;
   args: string[];
+  /** Another ubloop checkout (built) that serves this device instead of this one (--engine), or absent. */
+  root?: string;
 }
 
 export interface BenchOptions {
@@ -38,6 +42,8 @@ export interface BenchOptions {
   ubloopArgs: string[];
   /** Extra ubloop O_DIRECT devices, each with its own serve arguments, measured in the same run. */
   variants: Variant[];
+  /** Other ubloop builds (e.g. an older commit) measured at their defaults as ubloop-direct+NAME. */
+  engines: Variant[];
   ublksrv: string | null;
   ublksrvScheduler: string;
   /** kublk built from linux-source-7.3 (bench/build-kublk.sh), or null: built at bench time when needed. */
@@ -71,8 +77,10 @@ export const USAGE = `usage: npm run bench -- [options]
   --no-memory             skip the memory measurement after the fio runs
   --memory-devices N      images attached to the daemon for the memory figure (default 64)
   --ubloop-args "ARGS"    extra arguments for every \`ubloop serve\` (e.g. "--depth 64")
- --variant NAME=ARGS     also measure ubloop-direct with these serve arguments, labelled
+  --variant NAME=ARGS     also measure ubloop-direct with these serve arguments, labelled
                           ubloop-direct+NAME (repeatable), e.g. --variant "maxio512k=--max-io 512K"
+  --engine NAME=DIR       also measure ubloop-direct as served by another built ubloop checkout
+                          (e.g. a git worktree of an older commit), labelled ubloop-direct+NAME
   --ublksrv PATH          also measure ublksrv's \`ublk\` binary (or env UBLK_BENCH_UBLKSRV)
   --ublksrv-scheduler S   scheduler set on ublksrv's and kublk's disks (default none)
   --kublk PATH            the kernel's reference server (or env UBLK_BENCH_KUBLK); default: built
@@ -118,6 +126,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
       'memory-devices': { type: 'string' },
       'ubloop-args': { type: 'string' },
       variant: { type: 'string', multiple: true },
+      engine: { type: 'string', multiple: true },
       ublksrv: { type: 'string' },
       'ublksrv-scheduler': { type: 'string', default: 'none' },
       kublk: { type: 'string' },
@@ -175,6 +184,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
     memoryDevices: positive('memory-devices', values['memory-devices'] ?? (smoke ? '4' : '64')),
     ubloopArgs: values['ubloop-args'] ? values['ubloop-args'].split(/\s+/).filter(Boolean) : [],
     variants: (values.variant ?? []).map(parseVariant),
+    engines: (values.engine ?? []).map(parseEngine),
     ublksrv,
     ublksrvScheduler: values['ublksrv-scheduler'] ?? 'none',
     kublk: values.kublk ?? process.env.UBLK_BENCH_KUBLK ?? null,
@@ -192,6 +202,15 @@ function parseVariant(text: string): Variant {
   const name = eq < 0 ? '' : text.slice(0, eq);
   if (!/^[\w.-]+$/.test(name)) throw new Error(`--variant must be NAME=ARGS with a short name, got "${text}"`);
   return { name, args: text.slice(eq + 1).split(/\s+/).filter(Boolean) };
+}
+
+function parseEngine(text: string): Variant {
+  const eq = text.indexOf('=');
+  const name = eq < 0 ? '' : text.slice(0, eq);
+  const root = resolve(text.slice(eq + 1));
+  if (!/^[\w.-]+$/.test(name) || eq === text.length - 1) throw new Error(`--engine must be NAME=DIR with a short name, got "${text}"`);
+  if (!existsSync(`${root}/bin/ubloop.js`)) throw new Error(`--engine ${name}: ${root} is not a ubloop checkout (no bin/ubloop.js)`);
+  return { name, args: [], root };
 }
 
 export interface DeviceSpec {
@@ -225,7 +244,7 @@ export function deviceMatrix(o: BenchOptions, features: readonly string[]): Devi
       if (config === 'ublksrv' && o.ublksrv === null) continue;
       if (config !== 'ubloop-direct' || o.copyModes.includes('auto')) out.push({ config, queues, variant: null });
       if (config === 'ubloop-direct') {
-        for (const variant of [...copyVariants, ...o.variants]) out.push({ config, queues, variant });
+        for (const variant of [...copyVariants, ...o.variants, ...o.engines]) out.push({ config, queues, variant });
       }
     }
   }

@@ -22,6 +22,9 @@ export const TARGETS: Readonly<Record<string, { device: string; min: number }[]>
   'seqwrite-1m-qd8': [{ device: UBLOOP, min: 1.1 }],
 };
 
+/** Issue 10 on 6.1: ubloop no more than 3 % below a same-run measurement of the engine it replaced (--engine). */
+export const ENGINE_FLOOR = 0.97;
+
 /** The targets are set for the kernels users run now (7.x); 6.1 is measured against ubloop's own past. */
 export function targetsApply(kernel: string): boolean {
   return /^[7-9]\.|^\d{2,}\./.test(kernel);
@@ -54,19 +57,27 @@ export interface RatioSummary {
 
 /** Paired per-repeat IOPS ratios of device to the baseline for one job. */
 export function pairedRatios(runs: readonly RunRecord[], job: string, device: string): number[] {
+  return pairedRatiosTo(runs, job, device, BASELINE);
+}
+
+/** Paired per-repeat IOPS ratios of `device` to `base` for one job. */
+export function pairedRatiosTo(runs: readonly RunRecord[], job: string, device: string, base: string): number[] {
   const ratios: number[] = [];
   for (const r of runs) {
     if (r.job !== job || r.device !== device) continue;
-    const base = runs.find((b) => b.job === job && b.device === BASELINE && b.repeat === r.repeat);
-    if (base && base.fio.iops > 0) ratios.push(r.fio.iops / base.fio.iops);
+    const b = runs.find((x) => x.job === job && x.device === base && x.repeat === r.repeat);
+    if (b && b.fio.iops > 0) ratios.push(r.fio.iops / b.fio.iops);
   }
   return ratios;
 }
 
-export function ratioSummary(runs: readonly RunRecord[], job: string, device: string): RatioSummary | null {
-  const ratios = pairedRatios(runs, job, device);
+function summary(ratios: readonly number[]): RatioSummary | null {
   if (ratios.length === 0) return null;
   return { median: median(ratios), min: Math.min(...ratios), max: Math.max(...ratios), n: ratios.length };
+}
+
+export function ratioSummary(runs: readonly RunRecord[], job: string, device: string): RatioSummary | null {
+  return summary(pairedRatios(runs, job, device));
 }
 
 function jobsIn(result: BenchResult): string[] {
@@ -125,14 +136,16 @@ export function markdown(result: BenchResult): string {
   out.push('');
   out.push(
     table(
-      ['device', 'path', 'data path', 'scheduler', 'server pid', 'extra serve arguments'],
+      ['device', 'path', 'data path', 'scheduler', 'server pid', 'engine, extra serve arguments'],
       result.devices.map((d) => [
         d.label,
         d.path,
         d.dataPath ?? '?',
         d.scheduler,
         d.pid === null ? 'kernel' : String(d.pid),
-        d.variantArgs.length ? `\`${d.variantArgs.join(' ')}\`` : '',
+        [d.engine === undefined ? '' : `engine \`${d.engine}\``, d.variantArgs.length ? `\`${d.variantArgs.join(' ')}\`` : '']
+          .filter(Boolean)
+          .join(', '),
       ]),
     ),
   );
@@ -161,6 +174,27 @@ export function markdown(result: BenchResult): string {
   });
   out.push(table(['job', ...others, 'target', `${UBLOOP} ÷ best peer`], ratioRows));
   out.push('');
+  const engines = result.devices.filter((d) => d.engine !== undefined).map((d) => d.label);
+  if (engines.length) {
+    out.push('## ubloop against other builds of itself');
+    out.push('');
+    out.push(
+      `Median of the per-repeat paired ratios ${UBLOOP} ÷ the other build (--engine), [min–max]; ` +
+        `✓ when no more than ${Math.round((1 - ENGINE_FLOOR) * 100)} % below it.`,
+    );
+    out.push('');
+    const rows = jobs.map((job) => [
+      titleOf(job),
+      ...engines.map((e) => {
+        const s = summary(pairedRatiosTo(result.runs, job, UBLOOP, e));
+        if (!s) return '–';
+        const mark = s.median >= ENGINE_FLOOR ? ' ✓' : ' ✗';
+        return s.n > 1 ? `**${fmt(s.median)}**${mark} [${fmt(s.min)}–${fmt(s.max)}]` : `**${fmt(s.median)}**${mark}`;
+      }),
+    ]);
+    out.push(table(['job', ...engines.map((e) => `${UBLOOP} ÷ ${e}`)], rows));
+    out.push('');
+  }
   out.push('## Absolute (medians over repeats)');
   out.push('');
   const absRows: string[][] = [];

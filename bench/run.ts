@@ -199,6 +199,7 @@ export async function runBench(o: BenchOptions, repoRoot: string, command: strin
           scheduler: s.scheduler,
           pid: s.pid,
           variantArgs: variant?.args ?? [],
+          ...(variant?.root === undefined ? {} : { engine: variant.root }),
           dataPath: s.dataPath,
           info: s.info,
         };

@@ -75,10 +75,11 @@ export function labelOf(config: ConfigName, queues: number, variant: string | nu
   return config === 'kernel-loop' ? config : `${config}${variant === null ? '' : `+${variant}`} q${queues}`;
 }
 
-/** A variant: a name for the label and extra `ubloop serve` arguments. */
+/** A variant: a name for the label, extra `ubloop serve` arguments, and optionally another ubloop checkout that serves it. */
 export interface ServerVariant {
   name: string;
   args: readonly string[];
+  root?: string;
 }
 
 export async function startServer(
@@ -91,7 +92,7 @@ export async function startServer(
     case 'kernel-loop':
       return startKernelLoop(o);
     case 'ubloop-direct':
-      return UbloopServer.start(config, queues, o, [o.image, '--direct-io', ...(variant?.args ?? [])], variant?.name ?? null);
+      return UbloopServer.start(config, queues, o, [o.image, '--direct-io', ...(variant?.args ?? [])], variant);
     case 'ubloop-buffered':
       return UbloopServer.start(config, queues, o, [o.image]);
     case 'ubloop-null':
@@ -138,7 +139,8 @@ function startKernelLoop(o: ServerOptions): Server {
 
 interface UbloopInfo {
   path: string;
-  dataPath: string;
+  /** Absent from engines older than the data paths, which only had the kernel copy. */
+  dataPath?: string;
   serverPid: number;
   scheduler: string | null;
 }
@@ -175,7 +177,7 @@ class UbloopServer implements Server {
     this.disk = basename(info.path);
     this.pid = child.pid ?? info.serverPid;
     this.scheduler = activeScheduler(this.disk);
-    this.dataPath = info.dataPath;
+    this.dataPath = info.dataPath ?? 'kernel (engine without data paths)';
   }
 
   static start(
@@ -183,9 +185,9 @@ class UbloopServer implements Server {
     queues: number,
     o: ServerOptions,
     args: readonly string[],
-    variant: string | null = null,
+    variant: ServerVariant | null = null,
   ): Promise<Server> {
-    const argv = [`${o.repoRoot}/bin/ubloop.js`, 'serve', ...args, '--queues', String(queues), '--json', ...o.ubloopArgs];
+    const argv = [`${variant?.root ?? o.repoRoot}/bin/ubloop.js`, 'serve', ...args, '--queues', String(queues), '--json', ...o.ubloopArgs];
     const child = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
@@ -211,7 +213,7 @@ class UbloopServer implements Server {
         }
         if (!server && isUbloopInfo(msg)) {
           clearTimeout(timer);
-          server = new UbloopServer(labelOf(config, queues, variant), config, queues, msg, child, exited);
+          server = new UbloopServer(labelOf(config, queues, variant?.name ?? null), config, queues, msg, child, exited);
           resolve(server);
         } else if (server && isStatsLine(msg)) {
           server.#statsWaiters.shift()?.(msg.stats);

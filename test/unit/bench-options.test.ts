@@ -1,7 +1,9 @@
 // Which devices a bench run measures on which kernel: the data paths and kublk's modes
 // only where the kernel offers their flags, so that a 6.1 run never tries them.
 import t from 'tap';
+import type { RunRecord } from '../../bench/model.js';
 import { LINUX_7_3_FEATURES, deviceMatrix, parseOptions } from '../../bench/options.js';
+import { pairedRatiosTo } from '../../bench/report.js';
 
 const labels = (argv: string[], features: readonly string[]) =>
   deviceMatrix(parseOptions(argv), features).map((d) => `${d.config}${d.variant ? `+${d.variant.name}` : ''} q${d.queues}`);
@@ -54,4 +56,22 @@ t.test('--kernel takes the test kernels by name, all of them by default', async 
   t.same(parseOptions(['--kernel', '6.1']).kernels, ['6.1']);
   t.throws(() => parseOptions(['--kernel', '5.15']), /--kernel: unknown test kernel "5.15" \(known: 7.3, 6.1, all\)/);
   t.throws(() => parseOptions(['--copy', 'fast']), /--copy: unknown data path "fast"/);
+});
+
+t.test('--engine measures another built checkout of ubloop beside this one, at its defaults', async (t) => {
+  const dir = t.testdir({ bin: { 'ubloop.js': '' } });
+  const o = parseOptions(['--queues', '1', '--configs', 'kernel-loop,ubloop-direct', '--engine', `old=${dir}`]);
+  t.same(o.engines, [{ name: 'old', args: [], root: dir }]);
+  t.same(
+    deviceMatrix(o, []).map((d) => `${d.config}${d.variant ? `+${d.variant.name}` : ''}`),
+    ['kernel-loop', 'ubloop-direct', 'ubloop-direct+old'],
+  );
+  t.throws(() => parseOptions(['--engine', `${dir}`]), /--engine must be NAME=DIR/);
+  t.throws(() => parseOptions(['--engine', 'old=/nonexistent']), /--engine old: \/nonexistent is not a ubloop checkout/);
+});
+
+t.test('ratios to another build pair the two devices repeat by repeat', async (t) => {
+  const run = (device: string, repeat: number, iops: number) => ({ job: 'j', device, repeat, fio: { iops } }) as unknown as RunRecord;
+  const runs = [run('a', 1, 100), run('b', 1, 50), run('a', 2, 90), run('b', 2, 100), run('b', 3, 70)];
+  t.same(pairedRatiosTo(runs, 'j', 'a', 'b'), [2, 0.9]);
 });
