@@ -21,7 +21,7 @@ Napi::Value createCuseDevice(const Napi::CallbackInfo &cb) {
   Napi::Env env = cb.Env();
   Napi::Error err = Napi::Error::New(env, kUnavailable);
   err.Set("code", "ENOTSUP");
-  err.Set("errno", -ENOTSUP);
+  err.Set("errno", Napi::Number::New(env, -ENOTSUP));
   err.Set("syscall", "createCuseDevice");
   auto deferred = Napi::Promise::Deferred::New(env);
   deferred.Reject(err.Value());
