@@ -81,11 +81,7 @@ class NativeDevice : public Napi::ObjectWrap<NativeDevice> {
   }
 
   explicit NativeDevice(const Napi::CallbackInfo &cb) : Napi::ObjectWrap<NativeDevice>(cb) {
-    if (cb.Length() != 1 || !cb[0].IsExternal()) {
-      Napi::TypeError::New(cb.Env(), "NativeDevice is created by createDevice()").ThrowAsJavaScriptException();
-      return;
-    }
-    device_ = *cb[0].As<Napi::External<std::shared_ptr<Device>>>().Data();
+    if (auto *d = externalArg<std::shared_ptr<Device>>(cb, "NativeDevice is created by createDevice()")) device_ = *d;
   }
 
  private:
@@ -216,41 +212,38 @@ class CreateJob : public PromiseJob {
   DeviceRegistry &registry_;
 };
 
-class InfoJob : public PromiseJob {
+// A control command on a device by id (one this process may not serve): work(id) on
+// the job's thread, its result turned into JS by settle.
+template <typename T>
+class IdJob : public PromiseJob {
  public:
-  InfoJob(Napi::Env env, uint32_t id) : PromiseJob(env), id_(id) {}
+  using Work = Result<T> (*)(uint32_t id);
+  using Settle = Napi::Value (*)(Napi::Env env, const T &value);
+  IdJob(Napi::Env env, uint32_t id, Work work, Settle settle) : PromiseJob(env), id_(id), work_(work), settle_(settle) {}
 
  protected:
   std::optional<SysError> work() override {
-    Result<ublksrv_ctrl_dev_info> r = UblkControl::getInfo(id_);
+    Result<T> r = work_(id_);
     if (!r.ok()) return r.error;
-    info_ = *r.value;
+    value_ = std::move(*r.value);
     return std::nullopt;
   }
-  Napi::Value settle(Napi::Env env) override { return infoObject(env, info_); }
+  Napi::Value settle(Napi::Env env) override { return settle_(env, *value_); }
 
  private:
   uint32_t id_;
-  ublksrv_ctrl_dev_info info_{};
+  Work work_;
+  Settle settle_;
+  std::optional<T> value_;
 };
 
 // Stops and deletes a device this process does not serve (one left by a dead server).
-class DeleteJob : public PromiseJob {
- public:
-  DeleteJob(Napi::Env env, uint32_t id) : PromiseJob(env), id_(id) {}
+Result<Unit> stopAndDelete(uint32_t id) {
+  (void)UblkControl::stop(id);  // already stopped is fine: DEL_DEV says what matters
+  return UblkControl::remove(id);
+}
 
- protected:
-  std::optional<SysError> work() override {
-    Result<Unit> stopped = UblkControl::stop(id_);
-    Result<Unit> deleted = UblkControl::remove(id_);
-    if (!deleted.ok()) return deleted.error;
-    (void)stopped;
-    return std::nullopt;
-  }
-
- private:
-  uint32_t id_;
-};
+Napi::Value undefinedValue(Napi::Env env, const Unit &) { return env.Undefined(); }
 
 // ---------------------------------------------------------------- flat exports
 
@@ -344,25 +337,25 @@ Napi::Value probeKernel(const Napi::CallbackInfo &cb) {
   return o;
 }
 
-uint32_t idArg(const Napi::CallbackInfo &cb, const char *fn) {
+// fn(id): starts IdJob<T> for a device id argument.
+template <typename T>
+Napi::Value idCommand(const Napi::CallbackInfo &cb, const char *fn, typename IdJob<T>::Work work,
+                      typename IdJob<T>::Settle settle) {
+  Napi::Env env = cb.Env();
   if (cb.Length() < 1 || !cb[0].IsNumber() || cb[0].As<Napi::Number>().Int64Value() < 0) {
-    Napi::TypeError::New(cb.Env(), std::string(fn) + ": expected a device id").ThrowAsJavaScriptException();
-    return UINT32_MAX;
+    Napi::TypeError::New(env, std::string(fn) + ": expected a device id").ThrowAsJavaScriptException();
+    return env.Undefined();
   }
-  return cb[0].As<Napi::Number>().Uint32Value();
+  return startJob<IdJob<T>>(env, cb[0].As<Napi::Number>().Uint32Value(), work, settle);
 }
 
 Napi::Value getDeviceInfo(const Napi::CallbackInfo &cb) {
-  uint32_t id = idArg(cb, "getDeviceInfo");
-  if (cb.Env().IsExceptionPending()) return cb.Env().Undefined();
-  return startJob<InfoJob>(cb.Env(), id);
+  return idCommand<ublksrv_ctrl_dev_info>(
+      cb, "getDeviceInfo", UblkControl::getInfo,
+      [](Napi::Env env, const ublksrv_ctrl_dev_info &info) -> Napi::Value { return infoObject(env, info); });
 }
 
-Napi::Value deleteDevice(const Napi::CallbackInfo &cb) {
-  uint32_t id = idArg(cb, "deleteDevice");
-  if (cb.Env().IsExceptionPending()) return cb.Env().Undefined();
-  return startJob<DeleteJob>(cb.Env(), id);
-}
+Napi::Value deleteDevice(const Napi::CallbackInfo &cb) { return idCommand<Unit>(cb, "deleteDevice", stopAndDelete, undefinedValue); }
 
 // mknod(path, mode, type, major, minor): one syscall on the JS thread, no child process.
 // mode's permission bits are filtered by the umask as mknod(2) does.

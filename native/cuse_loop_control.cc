@@ -352,12 +352,7 @@ class NativeCuseDevice : public Napi::ObjectWrap<NativeCuseDevice> {
   }
 
   explicit NativeCuseDevice(const Napi::CallbackInfo &cb) : Napi::ObjectWrap<NativeCuseDevice>(cb) {
-    if (cb.Length() != 1 || !cb[0].IsExternal()) {
-      Napi::TypeError::New(cb.Env(), "NativeCuseDevice is created by createCuseDevice()")
-          .ThrowAsJavaScriptException();
-      return;
-    }
-    ref_ = *cb[0].As<Napi::External<DeviceRef>>().Data();
+    if (auto *ref = externalArg<DeviceRef>(cb, "NativeCuseDevice is created by createCuseDevice()")) ref_ = *ref;
   }
 
  private:

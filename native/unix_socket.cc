@@ -162,11 +162,9 @@ class Connection : public Napi::ObjectWrap<Connection>, public Closable {
   // fd, so every way out that does not open the connection closes it.
   explicit Connection(const Napi::CallbackInfo &cb) : Napi::ObjectWrap<Connection>(cb) {
     Napi::Env env = cb.Env();
-    if (cb.Length() < 1 || !cb[0].IsExternal()) {
-      throwType(env, "NativeUnixConnection is created by listenUnix() or connectUnix()");
-      return;
-    }
-    const ConnectionInit &init = *cb[0].As<Napi::External<ConnectionInit>>().Data();
+    const auto *initArg = externalArg<ConnectionInit>(cb, "NativeUnixConnection is created by listenUnix() or connectUnix()");
+    if (!initArg) return;
+    const ConnectionInit &init = *initArg;
     socketEnv_ = init.socketEnv;
     fd_ = init.fd;
     peer_ = init.peer;
@@ -448,11 +446,9 @@ class Server : public Napi::ObjectWrap<Server>, public Closable {
   // the bound path), so every way out that does not open the server closes (and unlinks) them.
   explicit Server(const Napi::CallbackInfo &cb) : Napi::ObjectWrap<Server>(cb) {
     Napi::Env env = cb.Env();
-    if (cb.Length() < 1 || !cb[0].IsExternal()) {
-      throwType(env, "NativeUnixServer is created by listenUnix()");
-      return;
-    }
-    const ServerInit &init = *cb[0].As<Napi::External<ServerInit>>().Data();
+    const auto *initArg = externalArg<ServerInit>(cb, "NativeUnixServer is created by listenUnix()");
+    if (!initArg) return;
+    const ServerInit &init = *initArg;
     socketEnv_ = init.socketEnv;
     fd_ = init.fd;
     path_ = init.path;
