@@ -3,7 +3,9 @@
 // would surface as a crash far from its cause; a flag name typed in the .d.ts that the
 // addon's table lacks would make hasFlag() throw at run time.
 import t from 'tap';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -100,4 +102,26 @@ t.test('built without libfuse3, CUSE says so instead of failing obscurely', { sk
     code: 'ENOTSUP',
     message: 'CUSE loop-control unavailable: ubloop was built without libfuse3',
   });
+});
+
+t.test('workers that end with control commands in flight end cleanly', async (t) => {
+  // Each job runs on a thread of its own and settles through the environment's
+  // thread-safe function; a worker torn down meanwhile must neither crash on a job
+  // finishing late nor have the addon unmapped under a running job thread.
+  const addon = createRequire(import.meta.url).resolve('../../build/Release/ubloop.node');
+  const script = `
+    const { Worker } = require('worker_threads');
+    let n = 0;
+    const one = () => {
+      const w = new Worker(\`const b = require(\${JSON.stringify(process.argv[1])});
+        for (let i = 0; i < 50; i++) { b.getDeviceInfo(4000000 + i).catch(() => {}); b.createCuseDevice('ubloop-nx-' + i, () => 0).catch(() => {}); }
+        require('worker_threads').parentPort.postMessage(1);\`, { eval: true });
+      w.once('message', () => { if (n % 2) w.terminate(); });
+      w.once('exit', () => (++n < 30 ? one() : console.log('done', n)));
+    };
+    one();`;
+  const r = spawnSync(process.execPath, ['-e', script, addon], { encoding: 'utf8', timeout: 60_000 });
+  t.equal(r.signal, null, `no crash (${r.stderr.slice(0, 200)})`);
+  t.equal(r.status, 0);
+  t.equal(r.stdout.trim(), 'done 30', 'every worker ran and ended');
 });
