@@ -1,7 +1,7 @@
 // What the running kernel's ublk can do, in words a user can act on.
 import { existsSync, readFileSync } from 'node:fs';
 import { release } from 'node:os';
-import { native } from './native.js';
+import { native, type NativeUblkFlagName } from './native.js';
 
 export interface KernelFeatures {
   kernel: string;
@@ -25,22 +25,37 @@ export interface KernelFeatures {
   };
 }
 
+export type UblkFlagName = NativeUblkFlagName;
+
+let flagTable: { nameOf: Map<number, UblkFlagName>; bitOf: Map<UblkFlagName, number> } | undefined;
+
+/** The addon's UBLK_F_* table (native/ublk_flags.h) by bit and by name, read once. */
+function flags(): NonNullable<typeof flagTable> {
+  flagTable ??= {
+    nameOf: new Map(native().ublkFlags.map(([name, bit]) => [bit, name])),
+    bitOf: new Map(native().ublkFlags.map(([name, bit]) => [name, bit])),
+  };
+  return flagTable;
+}
+
 /**
  * Names of the UBLK_F_* bits set in flags, from the addon's flag table; a bit the
  * table does not know (a newer kernel's) is named "bit N".
  */
-export function flagNames(flags: bigint): string[] {
-  const known = new Map(native().ublkFlags.map(([name, bit]) => [bit, name]));
+export function flagNames(bits: bigint): string[] {
+  const { nameOf } = flags();
   const names: string[] = [];
   for (let bit = 0; bit < 64; bit++) {
-    if ((flags >> BigInt(bit)) & 1n) names.push(known.get(bit) ?? `bit ${bit}`);
+    if ((bits >> BigInt(bit)) & 1n) names.push(nameOf.get(bit) ?? `bit ${bit}`);
   }
   return names;
 }
 
-/** Whether flags has the UBLK_F_* flag of that name set. */
-export function hasFlag(flags: bigint, name: `UBLK_F_${string}`): boolean {
-  return flagNames(flags).includes(name);
+/** Whether bits has the UBLK_F_* flag of that name set. */
+export function hasFlag(bits: bigint, name: UblkFlagName): boolean {
+  const bit = flags().bitOf.get(name);
+  if (bit === undefined) throw new Error(`the addon's flag table has no ${name}`);
+  return ((bits >> BigInt(bit)) & 1n) === 1n;
 }
 
 export function ublkProblem(controlError: string | null): string {
@@ -56,7 +71,7 @@ export function ublkProblem(controlError: string | null): string {
 export function kernelFeatures(): KernelFeatures {
   const k = native().probeKernel();
   const features = k.features === null ? null : flagNames(k.features);
-  const has = (name: string) => features?.includes(name) ?? false;
+  const has = (name: UblkFlagName) => (k.features === null ? false : hasFlag(k.features, name));
   // Linux 6.1 has user recovery but no GET_FEATURES to say so.
   const recovery = features ? has('UBLK_F_USER_RECOVERY') : k.present && kernelAtLeast(6, 0);
   return {

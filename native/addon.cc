@@ -1,22 +1,23 @@
 // The N-API surface of ubloop: a flat table of functions plus the NativeDevice class.
 // Every argument is validated in TypeScript first (lib/device-options.ts); here we only
-// re-check what would be unsafe to get wrong. Blocking control commands run on the
-// libuv pool and settle a Promise; nothing here runs per I/O.
+// re-check what would be unsafe to get wrong. Blocking control commands run as jobs on
+// threads of their own (native/job.h) and settle a Promise; nothing here runs per I/O.
 //
 // The declarations for this module are hand-written in native/index.d.ts: keep them in
 // step with the exports below.
 #include <napi.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include <cmath>
 #include <memory>
-#include <mutex>
-#include <set>
 #include <string>
 
 #include "cuse_loop_control.h"
 #include "device.h"
+#include "env_state.h"
 #include "errors.h"
+#include "job.h"
 #include "js_error.h"
 #include "ublk_control.h"
 #include "ublk_flags.h"
@@ -27,38 +28,25 @@ namespace {
 
 Napi::Value bigU64(Napi::Env env, uint64_t v) { return Napi::BigInt::New(env, v); }
 
-// Per-environment state (the main thread and each worker that loads the addon have
-// their own): the NativeDevice constructor and the devices created there, which the
-// environment's cleanup hook tears down if JS did not.
-struct Registry {
-  std::mutex mutex;
-  std::set<std::shared_ptr<Device>> devices;
-
-  void add(const std::shared_ptr<Device> &d) {
-    std::lock_guard<std::mutex> lock(mutex);
-    devices.insert(d);
-  }
-  void forget(const std::shared_ptr<Device> &d) {
-    std::lock_guard<std::mutex> lock(mutex);
-    devices.erase(d);
+// The devices an environment serves, which its cleanup hook stops and deletes if JS
+// did not.
+struct DeviceRegistry : LiveSet<std::shared_ptr<Device>> {
+  void cleanup() {
+    teardownAll([](const std::shared_ptr<Device> &d) { d->remove(); });
   }
 };
 
 struct AddonData {
   Napi::FunctionReference deviceConstructor;
-  Registry registry;
+  DeviceRegistry *registry;  // never freed: a job thread may finish after the environment
+  JobRunner *jobs;
 };
 
 AddonData &addonData(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
 
-void cleanupDevices(void *arg) {
-  Registry &registry = *static_cast<Registry *>(arg);
-  std::set<std::shared_ptr<Device>> devices;
-  {
-    std::lock_guard<std::mutex> lock(registry.mutex);
-    devices.swap(registry.devices);
-  }
-  for (const auto &d : devices) d->remove();
+template <typename Job, typename... Args>
+Napi::Value startJob(Napi::Env env, Args &&...args) {
+  return addonData(env).jobs->run<Job>(env, std::forward<Args>(args)...);
 }
 
 Napi::Object infoObject(Napi::Env env, const ublksrv_ctrl_dev_info &info) {
@@ -93,11 +81,7 @@ class NativeDevice : public Napi::ObjectWrap<NativeDevice> {
   }
 
   explicit NativeDevice(const Napi::CallbackInfo &cb) : Napi::ObjectWrap<NativeDevice>(cb) {
-    if (cb.Length() != 1 || !cb[0].IsExternal()) {
-      Napi::TypeError::New(cb.Env(), "NativeDevice is created by createDevice()").ThrowAsJavaScriptException();
-      return;
-    }
-    device_ = *cb[0].As<Napi::External<std::shared_ptr<Device>>>().Data();
+    if (auto *d = externalArg<std::shared_ptr<Device>>(cb, "NativeDevice is created by createDevice()")) device_ = *d;
   }
 
  private:
@@ -150,45 +134,10 @@ class NativeDevice : public Napi::ObjectWrap<NativeDevice> {
   std::shared_ptr<Device> device_;
 };
 
-// A job run on the libuv pool that settles a promise: Work returns an error or fills
-// the result; Settle builds the JS value on the JS thread.
-class PromiseJob : public Napi::AsyncWorker {
- public:
-  explicit PromiseJob(Napi::Env env) : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
-
- protected:
-  virtual std::optional<SysError> work() = 0;
-  virtual Napi::Value settle(Napi::Env env) { return env.Undefined(); }
-
- private:
-  void Execute() override { error_ = work(); }
-  void OnOK() override {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
-    if (error_) {
-      deferred_.Reject(makeError(env, *error_).Value());
-    } else {
-      deferred_.Resolve(settle(env));
-    }
-  }
-  Napi::Promise::Deferred deferred_;
-  std::optional<SysError> error_;
-};
-
-// Queues a PromiseJob on the libuv pool and returns its promise.
-template <typename Job, typename... Args>
-Napi::Value startJob(Napi::Env env, Args &&...args) {
-  auto *job = new Job(env, std::forward<Args>(args)...);
-  Napi::Promise p = job->promise();
-  job->Queue();
-  return p;
-}
-
 class RemoveJob : public PromiseJob {
  public:
   RemoveJob(Napi::Env env, std::shared_ptr<Device> d, bool onlyIfUnused)
-      : PromiseJob(env), device_(std::move(d)), registry_(addonData(env).registry), onlyIfUnused_(onlyIfUnused) {}
+      : PromiseJob(env), device_(std::move(d)), registry_(*addonData(env).registry), onlyIfUnused_(onlyIfUnused) {}
 
  protected:
   std::optional<SysError> work() override {
@@ -199,7 +148,7 @@ class RemoveJob : public PromiseJob {
 
  private:
   std::shared_ptr<Device> device_;
-  Registry &registry_;
+  DeviceRegistry &registry_;
   bool onlyIfUnused_;
 };
 
@@ -233,7 +182,7 @@ Napi::Value NativeDevice::resize(const Napi::CallbackInfo &cb) {
 class CreateJob : public PromiseJob {
  public:
   CreateJob(Napi::Env env, DeviceSpec spec)
-      : PromiseJob(env), spec_(std::move(spec)), registry_(addonData(env).registry) {}
+      : PromiseJob(env), spec_(std::move(spec)), registry_(*addonData(env).registry) {}
 
  protected:
   std::optional<SysError> work() override {
@@ -242,6 +191,13 @@ class CreateJob : public PromiseJob {
     device_ = std::shared_ptr<Device>(std::move(*r.value));
     registry_.add(device_);
     return std::nullopt;
+  }
+  // No one is left to hand the device to: the registry's cleanup may already have run.
+  void abandon() override {
+    if (!device_) return;
+    device_->remove();
+    registry_.forget(device_);
+    device_.reset();
   }
   Napi::Value settle(Napi::Env env) override {
     auto *holder = new std::shared_ptr<Device>(device_);
@@ -253,44 +209,41 @@ class CreateJob : public PromiseJob {
  private:
   DeviceSpec spec_;
   std::shared_ptr<Device> device_;
-  Registry &registry_;
+  DeviceRegistry &registry_;
 };
 
-class InfoJob : public PromiseJob {
+// A control command on a device by id (one this process may not serve): work(id) on
+// the job's thread, its result turned into JS by settle.
+template <typename T>
+class IdJob : public PromiseJob {
  public:
-  InfoJob(Napi::Env env, uint32_t id) : PromiseJob(env), id_(id) {}
+  using Work = Result<T> (*)(uint32_t id);
+  using Settle = Napi::Value (*)(Napi::Env env, const T &value);
+  IdJob(Napi::Env env, uint32_t id, Work work, Settle settle) : PromiseJob(env), id_(id), work_(work), settle_(settle) {}
 
  protected:
   std::optional<SysError> work() override {
-    Result<ublksrv_ctrl_dev_info> r = UblkControl::getInfo(id_);
+    Result<T> r = work_(id_);
     if (!r.ok()) return r.error;
-    info_ = *r.value;
+    value_ = std::move(*r.value);
     return std::nullopt;
   }
-  Napi::Value settle(Napi::Env env) override { return infoObject(env, info_); }
+  Napi::Value settle(Napi::Env env) override { return settle_(env, *value_); }
 
  private:
   uint32_t id_;
-  ublksrv_ctrl_dev_info info_{};
+  Work work_;
+  Settle settle_;
+  std::optional<T> value_;
 };
 
 // Stops and deletes a device this process does not serve (one left by a dead server).
-class DeleteJob : public PromiseJob {
- public:
-  DeleteJob(Napi::Env env, uint32_t id) : PromiseJob(env), id_(id) {}
+Result<Unit> stopAndDelete(uint32_t id) {
+  (void)UblkControl::stop(id);  // already stopped is fine: DEL_DEV says what matters
+  return UblkControl::remove(id);
+}
 
- protected:
-  std::optional<SysError> work() override {
-    Result<Unit> stopped = UblkControl::stop(id_);
-    Result<Unit> deleted = UblkControl::remove(id_);
-    if (!deleted.ok()) return deleted.error;
-    (void)stopped;
-    return std::nullopt;
-  }
-
- private:
-  uint32_t id_;
-};
+Napi::Value undefinedValue(Napi::Env env, const Unit &) { return env.Undefined(); }
 
 // ---------------------------------------------------------------- flat exports
 
@@ -384,41 +337,54 @@ Napi::Value probeKernel(const Napi::CallbackInfo &cb) {
   return o;
 }
 
-uint32_t idArg(const Napi::CallbackInfo &cb, const char *fn) {
+// fn(id): starts IdJob<T> for a device id argument.
+template <typename T>
+Napi::Value idCommand(const Napi::CallbackInfo &cb, const char *fn, typename IdJob<T>::Work work,
+                      typename IdJob<T>::Settle settle) {
+  Napi::Env env = cb.Env();
   if (cb.Length() < 1 || !cb[0].IsNumber() || cb[0].As<Napi::Number>().Int64Value() < 0) {
-    Napi::TypeError::New(cb.Env(), std::string(fn) + ": expected a device id").ThrowAsJavaScriptException();
-    return UINT32_MAX;
+    Napi::TypeError::New(env, std::string(fn) + ": expected a device id").ThrowAsJavaScriptException();
+    return env.Undefined();
   }
-  return cb[0].As<Napi::Number>().Uint32Value();
+  return startJob<IdJob<T>>(env, cb[0].As<Napi::Number>().Uint32Value(), work, settle);
 }
 
 Napi::Value getDeviceInfo(const Napi::CallbackInfo &cb) {
-  uint32_t id = idArg(cb, "getDeviceInfo");
-  if (cb.Env().IsExceptionPending()) return cb.Env().Undefined();
-  return startJob<InfoJob>(cb.Env(), id);
+  return idCommand<ublksrv_ctrl_dev_info>(
+      cb, "getDeviceInfo", UblkControl::getInfo,
+      [](Napi::Env env, const ublksrv_ctrl_dev_info &info) -> Napi::Value { return infoObject(env, info); });
 }
 
-Napi::Value deleteDevice(const Napi::CallbackInfo &cb) {
-  uint32_t id = idArg(cb, "deleteDevice");
-  if (cb.Env().IsExceptionPending()) return cb.Env().Undefined();
-  return startJob<DeleteJob>(cb.Env(), id);
+Napi::Value deleteDevice(const Napi::CallbackInfo &cb) { return idCommand<Unit>(cb, "deleteDevice", stopAndDelete, undefinedValue); }
+
+// mknod(path, mode, type, major, minor): one syscall on the JS thread, no child process.
+// mode's permission bits are filtered by the umask as mknod(2) does.
+Napi::Value makeNode(const Napi::CallbackInfo &cb) {
+  Napi::Env env = cb.Env();
+  const bool ok = cb.Length() == 5 && cb[0].IsString() && cb[1].IsNumber() && cb[2].IsString() && cb[3].IsNumber() &&
+                  cb[4].IsNumber();
+  const std::string type = ok ? cb[2].As<Napi::String>().Utf8Value() : "";
+  if (!ok || (type != "b" && type != "c")) {
+    Napi::TypeError::New(env, "mknod(path, mode, 'b' | 'c', major, minor): bad arguments").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const std::string path = cb[0].As<Napi::String>().Utf8Value();
+  const mode_t mode = (cb[1].As<Napi::Number>().Uint32Value() & 07777) | (type == "b" ? S_IFBLK : S_IFCHR);
+  const dev_t dev = makedev(cb[3].As<Napi::Number>().Uint32Value(), cb[4].As<Napi::Number>().Uint32Value());
+  if (::mknod(path.c_str(), mode, dev) < 0) {
+    Napi::Error err = makeError(env, SysError::from(errno, "mknod", path));
+    err.Set("path", path);
+    err.ThrowAsJavaScriptException();
+  }
+  return env.Undefined();
 }
 
 // process.exit() does not run environment cleanup hooks, so lib/native.ts calls this
 // from the 'exit' event: every device this environment still serves is stopped and
 // deleted before the process goes (blocking, as the process is ending anyway).
 Napi::Value removeAllDevicesSync(const Napi::CallbackInfo &cb) {
-  cleanupDevices(&addonData(cb.Env()).registry);
+  addonData(cb.Env()).registry->cleanup();
   return cb.Env().Undefined();
-}
-
-Napi::Object constants(Napi::Env env) {
-  Napi::Object c = Napi::Object::New(env);
-  c.Set("UBLK_MAX_QUEUE_DEPTH", UBLK_MAX_QUEUE_DEPTH);
-  c.Set("IORING_SETUP_COOP_TASKRUN", IORING_SETUP_COOP_TASKRUN);
-  c.Set("IORING_SETUP_SINGLE_ISSUER", IORING_SETUP_SINGLE_ISSUER);
-  c.Set("IORING_SETUP_DEFER_TASKRUN", IORING_SETUP_DEFER_TASKRUN);
-  return c;
 }
 
 // [[name, bit], ...] from native/ublk_flags.h.
@@ -436,19 +402,21 @@ Napi::Array ublkFlags(Napi::Env env) {
 
 Napi::Object init(Napi::Env env, Napi::Object exports) {
   Napi::Function ctor = NativeDevice::define(env);
-  auto *data = new AddonData{Napi::Persistent(ctor), {}};
+  // The job runner first: its cleanup hook must run after the registry's (hooks run in
+  // reverse), so that devices are stopped while job threads can still report.
+  JobRunner *jobs = JobRunner::create(env);
+  auto *data = new AddonData{Napi::Persistent(ctor), newEnvState<DeviceRegistry>(env), jobs};
   env.SetInstanceData<AddonData>(data);
-  napi_add_env_cleanup_hook(env, cleanupDevices, &data->registry);
 
   exports.Set("NativeDevice", ctor);
   exports.Set("createDevice", Napi::Function::New(env, createDevice, "createDevice"));
   exports.Set("probeKernel", Napi::Function::New(env, probeKernel, "probeKernel"));
   exports.Set("getDeviceInfo", Napi::Function::New(env, getDeviceInfo, "getDeviceInfo"));
   exports.Set("deleteDevice", Napi::Function::New(env, deleteDevice, "deleteDevice"));
+  exports.Set("mknod", Napi::Function::New(env, makeNode, "mknod"));
   exports.Set("removeAllDevicesSync", Napi::Function::New(env, removeAllDevicesSync, "removeAllDevicesSync"));
-  exports.Set("constants", constants(env));
   exports.Set("ublkFlags", ublkFlags(env));
-  registerLoopControl(env, exports);
+  registerLoopControl(env, exports, *jobs);
   registerUnixSocket(env, exports);
   return exports;
 }

@@ -2,7 +2,7 @@
 // loop-control.
 //
 // libfuse3's cuse_lowlevel speaks the protocol. createCuseDevice opens /dev/cuse and
-// completes the CUSE_INIT handshake on the libuv pool (once it is done /dev/<devName>
+// completes the CUSE_INIT handshake on a job thread (once it is done /dev/<devName>
 // exists), then one native thread per device reads requests from /dev/cuse. Each ioctl
 // goes to the JS handler through a thread-safe function and is answered when the
 // handler's number or promise settles, so replies may go out in any order. close()
@@ -20,7 +20,6 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
-#include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -33,12 +32,13 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <set>
 #include <string>
 #include <thread>
 
 #include "cuse_loop_control.h"
+#include "env_state.h"
 #include "errors.h"
+#include "job.h"
 #include "js_error.h"
 
 namespace ubloop {
@@ -275,16 +275,12 @@ class CuseDevice : public std::enable_shared_from_this<CuseDevice> {
 // which the cleanup hook stops so that process exit never hangs on a session thread.
 struct CuseEnv {
   Napi::FunctionReference ctor;
-  std::mutex mutex;
-  std::set<std::shared_ptr<CuseDevice>> live;
+  JobRunner *jobs = nullptr;
+  LiveSet<std::shared_ptr<CuseDevice>> live;
 
-  void add(const std::shared_ptr<CuseDevice> &d) {
-    std::lock_guard<std::mutex> lock(mutex);
-    live.insert(d);
-  }
-  void remove(const std::shared_ptr<CuseDevice> &d) {
-    std::lock_guard<std::mutex> lock(mutex);
-    live.erase(d);
+  void cleanup() {
+    live.teardownAll([](const std::shared_ptr<CuseDevice> &d) { d->shutdown(); });
+    ctor.Reset();
   }
 };
 
@@ -339,7 +335,7 @@ void callHandler(Napi::Env env, Napi::Function handler, CuseDevice *device, Ioct
 // is over (closed, or aborted by the kernel), so this join does not wait.
 void finalizeHandler(Napi::Env, DeviceRef *ref, CuseDevice *) {
   ref->device->shutdown();
-  ref->cuseEnv->remove(ref->device);
+  ref->cuseEnv->live.forget(ref->device);
   delete ref;
 }
 
@@ -356,12 +352,7 @@ class NativeCuseDevice : public Napi::ObjectWrap<NativeCuseDevice> {
   }
 
   explicit NativeCuseDevice(const Napi::CallbackInfo &cb) : Napi::ObjectWrap<NativeCuseDevice>(cb) {
-    if (cb.Length() != 1 || !cb[0].IsExternal()) {
-      Napi::TypeError::New(cb.Env(), "NativeCuseDevice is created by createCuseDevice()")
-          .ThrowAsJavaScriptException();
-      return;
-    }
-    ref_ = *cb[0].As<Napi::External<DeviceRef>>().Data();
+    if (auto *ref = externalArg<DeviceRef>(cb, "NativeCuseDevice is created by createCuseDevice()")) ref_ = *ref;
   }
 
  private:
@@ -373,61 +364,49 @@ class NativeCuseDevice : public Napi::ObjectWrap<NativeCuseDevice> {
   DeviceRef ref_;
 };
 
-class CloseJob : public Napi::AsyncWorker {
+class CloseJob : public PromiseJob {
  public:
-  CloseJob(Napi::Env env, DeviceRef ref)
-      : Napi::AsyncWorker(env, "ubloopCloseCuseDevice"), deferred_(Napi::Promise::Deferred::New(env)),
-        ref_(std::move(ref)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
+  CloseJob(Napi::Env env, DeviceRef ref) : PromiseJob(env), ref_(std::move(ref)) {}
 
  private:
-  void Execute() override {
+  std::optional<SysError> work() override {
     ref_.device->shutdown();
-    ref_.cuseEnv->remove(ref_.device);
+    ref_.cuseEnv->live.forget(ref_.device);
+    return std::nullopt;
   }
-  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
 
-  Napi::Promise::Deferred deferred_;
   DeviceRef ref_;
 };
 
 Napi::Value NativeCuseDevice::close(const Napi::CallbackInfo &cb) {
-  auto *job = new CloseJob(cb.Env(), ref_);
-  Napi::Promise p = job->promise();
-  job->Queue();
-  return p;
+  return ref_.cuseEnv->jobs->run<CloseJob>(cb.Env(), ref_);
 }
 
-class CreateJob : public Napi::AsyncWorker {
+// Opens /dev/cuse and completes the CUSE_INIT handshake on a job thread, then starts
+// serving on the JS thread. On failure the device goes with the job, closing /dev/cuse.
+class CreateJob : public PromiseJob {
  public:
   CreateJob(Napi::Env env, CuseEnv *cuseEnv, std::string name, Napi::Function handler)
-      : Napi::AsyncWorker(env, "ubloopCreateCuseDevice"), deferred_(Napi::Promise::Deferred::New(env)),
-        cuseEnv_(cuseEnv), device_(std::make_shared<CuseDevice>(std::move(name))),
+      : PromiseJob(env), cuseEnv_(cuseEnv), device_(std::make_shared<CuseDevice>(std::move(name))),
         handler_(Napi::Persistent(handler)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
 
  private:
-  void Execute() override { error_ = device_->open(); }
-  void OnOK() override {
-    Napi::Env env = Env();
-    if (error_) {
-      deferred_.Reject(makeError(env, *error_).Value());
-      return;  // device_ goes with this job, closing /dev/cuse
-    }
+  std::optional<SysError> work() override { return device_->open(); }
+  Napi::Value settle(Napi::Env env) override {
     HandlerTsfn tsfn = HandlerTsfn::New(env, handler_.Value(), "ubloopCuseIoctl", 0, 1, device_.get(),
                                         finalizeHandler, new DeviceRef{device_, cuseEnv_});
-    cuseEnv_->add(device_);
+    cuseEnv_->live.add(device_);
     device_->start(tsfn);
     auto ext = Napi::External<DeviceRef>::New(env, new DeviceRef{device_, cuseEnv_},
                                               [](Napi::Env, DeviceRef *r) { delete r; });
-    deferred_.Resolve(cuseEnv_->ctor.New({ext}));
+    return cuseEnv_->ctor.New({ext});
   }
+  // Never served: closing /dev/cuse removes the half-made device.
+  void abandon() override { device_->shutdown(); }
 
-  Napi::Promise::Deferred deferred_;
   CuseEnv *cuseEnv_;
   std::shared_ptr<CuseDevice> device_;
   Napi::FunctionReference handler_;
-  std::optional<SysError> error_;
 };
 
 bool validDevName(const std::string &name) {
@@ -451,54 +430,20 @@ Napi::Value createCuseDevice(const Napi::CallbackInfo &cb) {
         .ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  auto *job = new CreateJob(env, static_cast<CuseEnv *>(cb.Data()), std::move(name), cb[1].As<Napi::Function>());
-  Napi::Promise p = job->promise();
-  job->Queue();
-  return p;
-}
-
-// ioctl(fd, cmd, arg) with an integer argument, synchronously on the JS thread.
-Napi::Value ioctlInt(const Napi::CallbackInfo &cb) {
-  Napi::Env env = cb.Env();
-  if (cb.Length() < 3 || !cb[0].IsNumber() || !cb[1].IsNumber() || !cb[2].IsNumber()) {
-    Napi::TypeError::New(env, "ioctlInt(fd, cmd, arg): expected three numbers").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  const int fd = cb[0].As<Napi::Number>().Int32Value();
-  const auto cmd = static_cast<unsigned long>(static_cast<uint32_t>(cb[1].As<Napi::Number>().Int64Value()));
-  const long arg = static_cast<long>(cb[2].As<Napi::Number>().Int64Value());
-  const int r = ::ioctl(fd, cmd, arg);
-  if (r < 0) {
-    char detail[64];
-    snprintf(detail, sizeof detail, "cmd 0x%lx on fd %d", cmd, fd);
-    makeError(env, SysError::from(errno, "ioctl", detail)).ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  return Napi::Number::New(env, r);
-}
-
-void cleanupCuse(void *arg) {
-  auto *cuseEnv = static_cast<CuseEnv *>(arg);
-  std::set<std::shared_ptr<CuseDevice>> live;
-  {
-    std::lock_guard<std::mutex> lock(cuseEnv->mutex);
-    live.swap(cuseEnv->live);
-  }
-  for (const auto &d : live) d->shutdown();
-  cuseEnv->ctor.Reset();
-  // cuseEnv itself stays: a late thread-safe-function finalizer may still use it.
+  auto *cuseEnv = static_cast<CuseEnv *>(cb.Data());
+  return cuseEnv->jobs->run<CreateJob>(env, cuseEnv, std::move(name), cb[1].As<Napi::Function>());
 }
 
 }  // namespace
 
-void registerLoopControl(Napi::Env env, Napi::Object exports) {
-  auto *cuseEnv = new CuseEnv();
+void registerLoopControl(Napi::Env env, Napi::Object exports, JobRunner &jobs) {
+  auto *cuseEnv = newEnvState<CuseEnv>(env);
+  cuseEnv->jobs = &jobs;
   Napi::Function ctor = NativeCuseDevice::define(env);
   cuseEnv->ctor = Napi::Persistent(ctor);
-  napi_add_env_cleanup_hook(env, cleanupCuse, cuseEnv);
+  exports.Set("cuseAvailable", true);
   exports.Set("NativeCuseDevice", ctor);
   exports.Set("createCuseDevice", Napi::Function::New(env, createCuseDevice, "createCuseDevice", cuseEnv));
-  exports.Set("ioctlInt", Napi::Function::New(env, ioctlInt, "ioctlInt"));
 }
 
 }  // namespace ubloop

@@ -1,6 +1,6 @@
 // Hand-written declarations for build/Release/ubloop.node (native/addon.cc).
-// Keep in step with the exports there; test/unit/native-api.test.ts checks that the
-// loaded module has exactly these members.
+// Keep in step with the exports there; test/unit/native-api.test.ts checks them
+// against the loaded module: its members, and the flag names against ublkFlags.
 
 /** What the running kernel's ublk offers. */
 export interface NativeKernelSupport {
@@ -118,17 +118,37 @@ export declare class NativeDevice {
   resize(bytes: number): Promise<void>;
 }
 
-export interface NativeConstants {
-  UBLK_MAX_QUEUE_DEPTH: number;
-  IORING_SETUP_COOP_TASKRUN: number;
-  IORING_SETUP_SINGLE_ISSUER: number;
-  IORING_SETUP_DEFER_TASKRUN: number;
-}
+/**
+ * The UBLK_F_* flags ubloop knows (native/ublk_flags.h), for type-checked names;
+ * test/unit/native-api.test.ts checks this list against the addon's ublkFlags.
+ */
+export type NativeUblkFlagName =
+  | 'UBLK_F_SUPPORT_ZERO_COPY'
+  | 'UBLK_F_URING_CMD_COMP_IN_TASK'
+  | 'UBLK_F_NEED_GET_DATA'
+  | 'UBLK_F_USER_RECOVERY'
+  | 'UBLK_F_USER_RECOVERY_REISSUE'
+  | 'UBLK_F_UNPRIVILEGED_DEV'
+  | 'UBLK_F_CMD_IOCTL_ENCODE'
+  | 'UBLK_F_USER_COPY'
+  | 'UBLK_F_ZONED'
+  | 'UBLK_F_USER_RECOVERY_FAIL_IO'
+  | 'UBLK_F_UPDATE_SIZE'
+  | 'UBLK_F_AUTO_BUF_REG'
+  | 'UBLK_F_QUIESCE'
+  | 'UBLK_F_PER_IO_DAEMON'
+  | 'UBLK_F_BUF_REG_OFF_DAEMON'
+  | 'UBLK_F_BATCH_IO'
+  | 'UBLK_F_INTEGRITY'
+  | 'UBLK_F_SAFE_STOP_DEV'
+  | 'UBLK_F_NO_AUTO_PART_SCAN'
+  | 'UBLK_F_SHMEM_ZC'
+  | 'UBLK_F_IO_DESC_SIZE';
 
 /** One UBLK_F_* feature flag: its name as <linux/ublk_cmd.h> spells it, and its bit number. */
-export type NativeUblkFlag = readonly [name: `UBLK_F_${string}`, bit: number];
+export type NativeUblkFlag = readonly [name: NativeUblkFlagName, bit: number];
 
-// ---- CUSE loop-control (native/cuse_loop_control.cc) ----
+// ---- CUSE loop-control (native/cuse_loop_control.cc; native/cuse_unavailable.cc without libfuse3) ----
 
 /** One ioctl on a CUSE device, as its handler sees it. */
 export interface NativeIoctlRequest {
@@ -212,24 +232,27 @@ export interface NativeBinding {
   deleteDevice(id: number): Promise<void>;
   /** Stops and deletes, synchronously, every device this environment still serves (for process 'exit'). */
   removeAllDevicesSync(): void;
-  constants: NativeConstants;
   /** Every UBLK_F_* flag ubloop knows (native/ublk_flags.h), in bit order. */
   ublkFlags: readonly NativeUblkFlag[];
 
+  /**
+   * mknod(2) of a block ('b') or char ('c') node, synchronously (one syscall); mode's
+   * permission bits are filtered by the umask. Throws Error{code, errno, syscall: 'mknod', path}.
+   */
+  mknod(path: string, mode: number, type: 'b' | 'c', major: number, minor: number): void;
+
+  /** Whether the addon was built with libfuse3; without it createCuseDevice rejects with ENOTSUP. */
+  cuseAvailable: boolean;
   NativeCuseDevice: typeof NativeCuseDevice;
   /**
    * Creates a CUSE char device /dev/<devName> whose ioctls are answered by handler (on
    * the JS thread). open/release always succeed; read/write fail with EINVAL like the
    * kernel's loop-control. Rejects with ENOENT when /dev/cuse is missing, EEXIST when
-   * the name is taken; throws TypeError for a name outside [A-Za-z0-9._-]{1,128}.
+   * the name is taken, ENOTSUP ("CUSE loop-control unavailable: ubloop was built
+   * without libfuse3") when cuseAvailable is false; throws TypeError for a name outside
+   * [A-Za-z0-9._-]{1,128}.
    */
   createCuseDevice(devName: string, handler: NativeIoctlHandler): Promise<NativeCuseDevice>;
-  /**
-   * ioctl(fd, cmd, arg) with an integer argument, synchronously: returns the result,
-   * throws Error{code, errno, syscall: 'ioctl'}. Never call it on a CUSE device served
-   * by this same thread: the handler could not run, and the call would never return.
-   */
-  ioctlInt(fd: number, cmd: number, arg: number): number;
 
   NativeUnixConnection: typeof NativeUnixConnection;
   NativeUnixServer: typeof NativeUnixServer;

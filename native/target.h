@@ -13,7 +13,6 @@ namespace ubloop {
 class Queue;
 
 struct Target {
-  const char *name;
   // A new request arrived at tag; issue backing I/O via q.backingSqe() or q.commit().
   void (*start)(Queue &q, uint16_t tag);
   // A backing I/O for tag (serving ublk op `op`) completed with cqe result `res`.

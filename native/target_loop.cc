@@ -138,7 +138,7 @@ void loopBackingDone(Queue &q, uint16_t tag, uint8_t op, int res) {
 
 }  // namespace
 
-const Target kLoopTarget = {"loop", loopStart, loopBackingDone};
+const Target kLoopTarget = {loopStart, loopBackingDone};
 
 const Target &targetFor(TargetKind kind) { return kind == TargetKind::Null ? kNullTarget : kLoopTarget; }
 

@@ -38,6 +38,6 @@ void nullBackingDone(Queue &q, uint16_t tag, uint8_t, int res) {
 
 }  // namespace
 
-const Target kNullTarget = {"null", nullStart, nullBackingDone};
+const Target kNullTarget = {nullStart, nullBackingDone};
 
 }  // namespace ubloop

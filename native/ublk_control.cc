@@ -38,9 +38,6 @@ const char *opName(unsigned nr) {
     case UBLK_CMD_START_DEV: return "START_DEV";
     case UBLK_CMD_STOP_DEV: return "STOP_DEV";
     case UBLK_CMD_SET_PARAMS: return "SET_PARAMS";
-    case UBLK_CMD_GET_PARAMS: return "GET_PARAMS";
-    case UBLK_CMD_START_USER_RECOVERY: return "START_USER_RECOVERY";
-    case UBLK_CMD_END_USER_RECOVERY: return "END_USER_RECOVERY";
     case UBLK_CMD_GET_FEATURES: return "GET_FEATURES";
     case UBLK_CMD_UPDATE_SIZE: return "UPDATE_SIZE";
     case UBLK_CMD_TRY_STOP_DEV: return "TRY_STOP_DEV";
@@ -49,7 +46,7 @@ const char *opName(unsigned nr) {
 }
 
 bool isReadCommand(unsigned nr) {
-  return nr == UBLK_CMD_GET_DEV_INFO || nr == UBLK_CMD_GET_PARAMS || nr == UBLK_CMD_GET_FEATURES ||
+  return nr == UBLK_CMD_GET_DEV_INFO || nr == UBLK_CMD_GET_FEATURES ||
          nr == UBLK_CMD_GET_DEV_INFO2;
 }
 
@@ -123,8 +120,7 @@ bool carriesPath(unsigned nr, Access access) {
   if (nr == UBLK_CMD_ADD_DEV) return false;
   if (nr == UBLK_CMD_GET_DEV_INFO2 || access == Access::Unprivileged) return true;
   const bool noBuffer = nr == UBLK_CMD_START_DEV || nr == UBLK_CMD_STOP_DEV || nr == UBLK_CMD_DEL_DEV ||
-                        nr == UBLK_CMD_TRY_STOP_DEV || nr == UBLK_CMD_UPDATE_SIZE ||
-                        nr == UBLK_CMD_START_USER_RECOVERY || nr == UBLK_CMD_END_USER_RECOVERY;
+                        nr == UBLK_CMD_TRY_STOP_DEV || nr == UBLK_CMD_UPDATE_SIZE;
   return noBuffer && kernelSupport().features.has_value();
 }
 
@@ -178,12 +174,6 @@ Result<Unit> UblkControl::setParams(uint32_t id, Access access, const ublk_param
   return Result<Unit>{Unit{}, {}};
 }
 
-Result<ublk_params> UblkControl::getParams(uint32_t id, Access access) {
-  ublk_params p{};
-  p.len = sizeof(p);
-  return runWithBuffer(id, UBLK_CMD_GET_PARAMS, access, p);
-}
-
 Result<ublksrv_ctrl_dev_info> UblkControl::getInfo(uint32_t id) {
   // GET_DEV_INFO2 (Linux 6.3+) answers for unprivileged devices too, to whoever may
   // open their node; it needs the node here, so without one (a container without
@@ -208,14 +198,6 @@ Result<Unit> UblkControl::updateSize(uint32_t id, uint64_t bytes) {
 }
 
 Result<Unit> UblkControl::remove(uint32_t id) { return run(id, UBLK_CMD_DEL_DEV, Access::Privileged); }
-
-Result<Unit> UblkControl::startRecovery(uint32_t id) {
-  return run(id, UBLK_CMD_START_USER_RECOVERY, Access::Privileged);
-}
-
-Result<Unit> UblkControl::endRecovery(uint32_t id, int serverPid) {
-  return run(id, UBLK_CMD_END_USER_RECOVERY, Access::Privileged, nullptr, 0, static_cast<uint64_t>(serverPid));
-}
 
 std::string charDevicePath(uint32_t id) { return "/dev/ublkc" + std::to_string(id); }
 

@@ -37,7 +37,7 @@ struct Unit {};
 // (Privileged), or, for a device added with UBLK_F_UNPRIVILEGED_DEV, by the caller's
 // permission on the device's char node, whose path then leads the command's buffer.
 // Commands without a buffer carry the path anyway where the kernel knows it, so
-// only SET_PARAMS and GET_PARAMS need telling.
+// only SET_PARAMS needs telling.
 enum class Access { Privileged, Unprivileged };
 
 // /dev/ublkcN.
@@ -48,7 +48,6 @@ class UblkControl {
   // dev_id may be -1 (automatic); the kernel fills in the id and the granted flags.
   static Result<ublksrv_ctrl_dev_info> addDevice(const ublksrv_ctrl_dev_info &request);
   static Result<Unit> setParams(uint32_t id, Access access, const ublk_params &params);
-  static Result<ublk_params> getParams(uint32_t id, Access access);
   // GET_DEV_INFO2 where the kernel has it (owner uid/gid, unprivileged devices).
   static Result<ublksrv_ctrl_dev_info> getInfo(uint32_t id);
   static Result<Unit> start(uint32_t id, int serverPid);
@@ -58,8 +57,6 @@ class UblkControl {
   // New device size in bytes (a multiple of 512); devices with UBLK_F_UPDATE_SIZE.
   static Result<Unit> updateSize(uint32_t id, uint64_t bytes);
   static Result<Unit> remove(uint32_t id);
-  static Result<Unit> startRecovery(uint32_t id);
-  static Result<Unit> endRecovery(uint32_t id, int serverPid);
 };
 
 }  // namespace ubloop

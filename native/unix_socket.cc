@@ -21,10 +21,10 @@
 #include <functional>
 #include <memory>
 #include <optional>
-#include <set>
 #include <string>
 #include <vector>
 
+#include "env_state.h"
 #include "errors.h"
 #include "js_error.h"
 #include "unix_socket.h"
@@ -47,7 +47,13 @@ struct Closable {
 struct SocketEnv {
   uv_loop_t *loop = nullptr;
   Napi::FunctionReference connectionCtor, serverCtor;
-  std::set<Closable *> open;
+  LiveSet<Closable *> open;
+
+  void cleanup() {
+    open.teardownAll([](Closable *c) { c->teardown(); });
+    connectionCtor.Reset();
+    serverCtor.Reset();
+  }
 };
 
 // A uv_poll_t whose memory is released in libuv's close callback, which then runs
@@ -156,11 +162,9 @@ class Connection : public Napi::ObjectWrap<Connection>, public Closable {
   // fd, so every way out that does not open the connection closes it.
   explicit Connection(const Napi::CallbackInfo &cb) : Napi::ObjectWrap<Connection>(cb) {
     Napi::Env env = cb.Env();
-    if (cb.Length() < 1 || !cb[0].IsExternal()) {
-      throwType(env, "NativeUnixConnection is created by listenUnix() or connectUnix()");
-      return;
-    }
-    const ConnectionInit &init = *cb[0].As<Napi::External<ConnectionInit>>().Data();
+    const auto *initArg = externalArg<ConnectionInit>(cb, "NativeUnixConnection is created by listenUnix() or connectUnix()");
+    if (!initArg) return;
+    const ConnectionInit &init = *initArg;
     socketEnv_ = init.socketEnv;
     fd_ = init.fd;
     peer_ = init.peer;
@@ -185,7 +189,7 @@ class Connection : public Napi::ObjectWrap<Connection>, public Closable {
       return;
     }
     poller_->closed = [this] { closed(); };
-    socketEnv_->open.insert(this);
+    socketEnv_->open.add(this);
     Ref();  // alive while open, whatever JS holds
   }
 
@@ -200,7 +204,7 @@ class Connection : public Napi::ObjectWrap<Connection>, public Closable {
     fd_ = -1;
     for (Outgoing &o : queue_) closeAll(o.fds);
     queue_.clear();
-    socketEnv_->open.erase(this);
+    socketEnv_->open.forget(this);
   }
 
  private:
@@ -385,7 +389,7 @@ class Connection : public Napi::ObjectWrap<Connection>, public Closable {
   }
 
   void closed() {
-    socketEnv_->open.erase(this);
+    socketEnv_->open.forget(this);
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
     emit(env, onClose_, Value(), {Value()}, *context_);
@@ -442,11 +446,9 @@ class Server : public Napi::ObjectWrap<Server>, public Closable {
   // the bound path), so every way out that does not open the server closes (and unlinks) them.
   explicit Server(const Napi::CallbackInfo &cb) : Napi::ObjectWrap<Server>(cb) {
     Napi::Env env = cb.Env();
-    if (cb.Length() < 1 || !cb[0].IsExternal()) {
-      throwType(env, "NativeUnixServer is created by listenUnix()");
-      return;
-    }
-    const ServerInit &init = *cb[0].As<Napi::External<ServerInit>>().Data();
+    const auto *initArg = externalArg<ServerInit>(cb, "NativeUnixServer is created by listenUnix()");
+    if (!initArg) return;
+    const ServerInit &init = *initArg;
     socketEnv_ = init.socketEnv;
     fd_ = init.fd;
     path_ = init.path;
@@ -473,7 +475,7 @@ class Server : public Napi::ObjectWrap<Server>, public Closable {
       return;
     }
     poller_->closed = [this] { Unref(); };
-    socketEnv_->open.insert(this);
+    socketEnv_->open.add(this);
     Ref();
   }
 
@@ -506,7 +508,7 @@ class Server : public Napi::ObjectWrap<Server>, public Closable {
     if (spareFd_ >= 0) ::close(spareFd_);
     spareFd_ = -1;
     unlink(path_.c_str());
-    socketEnv_->open.erase(this);
+    socketEnv_->open.forget(this);
   }
 
   void accept() {
@@ -647,26 +649,15 @@ Napi::Value connectUnix(const Napi::CallbackInfo &cb) {
   return env.IsExceptionPending() ? env.Undefined() : conn;
 }
 
-void cleanupSockets(void *arg) {
-  auto *socketEnv = static_cast<SocketEnv *>(arg);
-  std::set<Closable *> open;
-  open.swap(socketEnv->open);
-  for (Closable *c : open) c->teardown();
-  socketEnv->connectionCtor.Reset();
-  socketEnv->serverCtor.Reset();
-  // socketEnv stays: finalizers of the socket objects may still look at it.
-}
-
 }  // namespace
 
 void registerUnixSocket(Napi::Env env, Napi::Object exports) {
-  auto *socketEnv = new SocketEnv();
+  auto *socketEnv = newEnvState<SocketEnv>(env);
   napi_get_uv_event_loop(env, &socketEnv->loop);
   Napi::Function connection = Connection::define(env);
   Napi::Function server = Server::define(env);
   socketEnv->connectionCtor = Napi::Persistent(connection);
   socketEnv->serverCtor = Napi::Persistent(server);
-  napi_add_env_cleanup_hook(env, cleanupSockets, socketEnv);
   exports.Set("NativeUnixConnection", connection);
   exports.Set("NativeUnixServer", server);
   exports.Set("listenUnix", Napi::Function::New(env, listenUnix, "listenUnix", socketEnv));

@@ -76,6 +76,10 @@ export class Daemon {
 
   async start(): Promise<void> {
     if (process.getuid?.() !== 0) throw new UbloopError('EPERM', 'the daemon must run as root (it creates ublk devices and device nodes)');
+    if (!ipc().cuseAvailable) {
+      log('CUSE loop-control unavailable: ubloop was built without libfuse3; instances get control.sock only, no loop-control char device');
+      this.#cuseMissingSaid = true;
+    }
     const o = this.options;
     mkdirSync(join(o.root, 'instances'), { recursive: true, mode: 0o755 });
     const saved = readState(o.state);

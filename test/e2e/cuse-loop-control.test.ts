@@ -2,7 +2,7 @@
 // processes open /dev/<devName> and issue ioctls; the JS handler sees who asked what
 // and its answers (results, negative errnos, late promises) come back as the ioctl's
 // return value or errno. close() removes the device without hanging, even with an
-// ioctl still waiting. ioctlInt also drives the kernel's own /dev/loop-control.
+// ioctl still waiting. ioctlInt (test addon) also drives the kernel's own /dev/loop-control.
 import t from 'tap';
 import type { Test } from 'tap';
 import { spawn } from 'node:child_process';
@@ -10,6 +10,7 @@ import { chmodSync, closeSync, existsSync, openSync, readFileSync, readSync, sta
 import { join } from 'node:path';
 import { ROOT } from '../helpers/e2e.js';
 import { native } from '../../lib/native.js';
+import { TEST_ADDON, testAddon } from '../helpers/test-addon.js';
 import type { NativeIoctlHandler, NativeIoctlRequest } from '../../lib/native.js';
 
 const ADD = 0x4c80;
@@ -48,7 +49,7 @@ console.log(JSON.stringify({ pid: process.pid, out, ms }));
 /** Runs the ioctls in a separate process (never on this thread: the handler runs here). */
 function client(path: string, ops: [number, number][], opts: { uid?: number; gid?: number } = {}): Promise<ClientResult> {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, ['-e', CLIENT, ADDON, path, JSON.stringify(ops)], { ...opts, env: childEnv, stdio: 'pipe' });
+    const p = spawn(process.execPath, ['-e', CLIENT, TEST_ADDON, path, JSON.stringify(ops)], { ...opts, env: childEnv, stdio: 'pipe' });
     let stdout = '';
     let stderr = '';
     p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -278,14 +279,14 @@ t.test('process.exit() with a device open ends promptly and removes the device',
 t.test("ioctlInt on the kernel's /dev/loop-control", async (t) => {
   const fd = openSync('/dev/loop-control', 'r+');
   t.teardown(() => closeSync(fd));
-  const free = native().ioctlInt(fd, GET_FREE, 0);
+  const free = testAddon().ioctlInt(fd, GET_FREE, 0);
   t.ok(Number.isInteger(free) && free >= 0, `GET_FREE returned index ${free}`);
   t.ok(existsSync(`/dev/loop${free}`), `/dev/loop${free} exists`);
-  t.throws(() => native().ioctlInt(fd, ADD, free), { code: 'EEXIST', errno: -17, syscall: 'ioctl' }, 'ADD of a taken index');
-  t.equal(native().ioctlInt(fd, REMOVE, free), 0, 'REMOVE returns 0');
-  t.throws(() => native().ioctlInt(fd, REMOVE, free), { code: 'ENODEV' }, 'REMOVE again: ENODEV');
-  t.equal(native().ioctlInt(fd, ADD, free), free, 'ADD returns the index');
-  t.equal(native().ioctlInt(fd, REMOVE, free), 0);
-  t.throws(() => native().ioctlInt(-1, GET_FREE, 0), { code: 'EBADF' }, 'a bad fd');
-  t.throws(() => native().ioctlInt('x' as unknown as number, GET_FREE, 0), TypeError);
+  t.throws(() => testAddon().ioctlInt(fd, ADD, free), { code: 'EEXIST', errno: -17, syscall: 'ioctl' }, 'ADD of a taken index');
+  t.equal(testAddon().ioctlInt(fd, REMOVE, free), 0, 'REMOVE returns 0');
+  t.throws(() => testAddon().ioctlInt(fd, REMOVE, free), { code: 'ENODEV' }, 'REMOVE again: ENODEV');
+  t.equal(testAddon().ioctlInt(fd, ADD, free), free, 'ADD returns the index');
+  t.equal(testAddon().ioctlInt(fd, REMOVE, free), 0);
+  t.throws(() => testAddon().ioctlInt(-1, GET_FREE, 0), { code: 'EBADF' }, 'a bad fd');
+  t.throws(() => testAddon().ioctlInt('x' as unknown as number, GET_FREE, 0), TypeError);
 });

@@ -5,8 +5,8 @@
 import t from 'tap';
 import { closeSync, existsSync, openSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { native } from '../../lib/native.js';
 import { sparseImage, workDir, MiB } from '../helpers/e2e.js';
+import { testAddon } from '../helpers/test-addon.js';
 import { startDaemon, ublkCount } from '../helpers/daemon.js';
 
 const ADD = 0x4c80;
@@ -51,7 +51,7 @@ function kernelBound(n: number): boolean {
 }
 
 t.test('loop-control of an instance answers like the kernel (seeded random sequence)', async (t) => {
-  const b = native();
+  const b = testAddon();
   if (!existsSync('/dev/loop-control')) {
     t.fail('the kernel has no /dev/loop-control to compare against');
     return;
@@ -201,7 +201,7 @@ t.test('loop-control of an instance answers like the kernel (seeded random seque
 // cannot come out: fs/fuse/ioctl.c (fuse_send_ioctl) turns ENOSYS from any FUSE server
 // into ENOTTY. So the char device says ENOTTY and the socket API says ENOSYS.
 t.test('unknown ioctls: kernel ENOSYS, char device ENOTTY (FUSE rewrites ENOSYS), socket ENOSYS', async (t) => {
-  const b = native();
+  const b = testAddon();
   const dir = workDir(t);
   const d = await startDaemon(t, dir);
   const created = await d.admin().request({ op: 'instance.create', name: 'u' });

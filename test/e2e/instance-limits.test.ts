@@ -2,9 +2,9 @@
 import t from 'tap';
 import { closeSync, existsSync, openSync } from 'node:fs';
 import { join } from 'node:path';
-import { native } from '../../lib/native.js';
 import { DaemonClient } from '../../lib/daemon/client.js';
 import { MiB, sparseImage, workDir } from '../helpers/e2e.js';
+import { testAddon } from '../helpers/test-addon.js';
 import { startDaemon, ublkCount } from '../helpers/daemon.js';
 
 const ADD = 0x4c80;
@@ -19,7 +19,7 @@ function attempt(fn: () => number): number | string {
 }
 
 t.test('max 4 → ENOSPC on the 5th; raised to 6 live → two more; lowered to 2 → all 6 stay, the next is refused', async (t) => {
-  const b = native();
+  const b = testAddon();
   const dir = workDir(t);
   const img = sparseImage(join(dir, 'm.img'), MiB);
   const d = await startDaemon(t, dir);

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { flagNames, kernelAtLeast, readScheduler, ublkProblem } from '../../lib/kernel.js';
+import { flagNames, hasFlag, kernelAtLeast, readScheduler, ublkProblem } from '../../lib/kernel.js';
 import { native } from '../../lib/native.js';
 
 const table = native().ublkFlags;
@@ -40,6 +40,15 @@ t.test("the addon's flag table has Linux 7.3's 21 flags, each with its own bit",
   t.equal(bit('UBLK_F_IO_DESC_SIZE'), 1n << 20n);
   const all = table.reduce((a, [, b]) => a | (1n << BigInt(b)), 0n);
   t.same(flagNames(all), table.map(([n]) => n), 'every flag at once gives every name');
+});
+
+t.test('hasFlag tests the one bit the name has in the addon\'s table', async (t) => {
+  const granted = bit('UBLK_F_UNPRIVILEGED_DEV') | bit('UBLK_F_SAFE_STOP_DEV');
+  t.ok(hasFlag(granted, 'UBLK_F_UNPRIVILEGED_DEV'), 'an unprivileged device is seen as one');
+  t.ok(hasFlag(granted, 'UBLK_F_SAFE_STOP_DEV'));
+  t.notOk(hasFlag(granted, 'UBLK_F_UPDATE_SIZE'), 'a flag not granted');
+  t.notOk(hasFlag(1n << 60n, 'UBLK_F_UPDATE_SIZE'), 'an unknown bit is no known flag');
+  t.throws(() => hasFlag(granted, 'UBLK_F_NOPE' as never), /flag table has no UBLK_F_NOPE/, 'a name outside the table is a bug, not false');
 });
 
 t.test('kernelAtLeast compares with the running kernel', async (t) => {
