@@ -126,3 +126,23 @@ t.test('bind options: the check of attach and of the socket is one', async (t) =
   t.same(checkBindOptions({ queues: 2, copy: 'zero' }), bind({ queues: 2, copy: 'zero' }).options);
   t.throws(() => checkBindOptions({ autoclear: 'yes' }), { code: 'EINVAL', message: /autoclear must be true or false, got "yes"/ });
 });
+
+t.test('the daemon\'s device factory hands each bind option to the device', async (t) => {
+  const seen: Record<string, unknown>[] = [];
+  const stop = new Error('captured');
+  const { ublkFactory } = await t.mockImport<typeof import('../../lib/daemon/ublk-factory.js')>('../../lib/daemon/ublk-factory.js', {
+    '../../lib/device.js': {
+      startDevice: async (o: Record<string, unknown>) => {
+        seen.push(o);
+        throw stop;
+      },
+    },
+    '../../lib/image.js': { inspectImage: () => ({ fd: 9, size: 1 << 20 }) },
+  });
+  for (const [name, value] of tuned) {
+    await t.rejects(ublkFactory({ fd: 9, options: bind({ [name]: value }).options }), stop);
+    const o = seen.pop();
+    t.equal(o?.[name], value, `bind ${name}: ${JSON.stringify(value)} reaches startDevice`);
+    t.match(o, { target: 'loop', fd: 9, id: -1 });
+  }
+});
