@@ -1,11 +1,10 @@
 // The device API: createDevice() serves an image file (or nothing, for 'null') as
 // /dev/ublkbN from native queue threads of this process; stop() removes it.
-import { closeSync, constants as fsConstants, fstatSync, openSync, readFileSync, writeFileSync } from 'node:fs';
-import { splitDev } from './devnum.js';
+import { writeFileSync } from 'node:fs';
 import { UbloopError, invalid, isSystemError } from './errors.js';
 import { checkOptions, loopDeviceSize, type CheckedOptions, type DataPath, type DeviceOptions, type Scheduler } from './device-options.js';
+import { checkDirectIoAlignment, closeImage, inspectImage, openImage, type Image } from './image.js';
 import { filesystemSize } from './filesystem-size.js';
-import { checkImageFdFlags } from './fd-flags.js';
 import { flagNames, hasFlag, readScheduler } from './kernel.js';
 import { checkCanAddDevice, explainAddError, waitForOwnNode } from './unprivileged.js';
 import { native, type NativeDevice, type NativeQueueStats } from './native.js';
@@ -210,80 +209,6 @@ export class Device {
   }
 }
 
-function openImage(o: CheckedOptions): { fd: number; close: boolean; name: string } {
-  if (o.fd !== undefined) {
-    checkImageFdFlags(o.fd);
-    return { fd: o.fd, close: false, name: `fd ${o.fd}` };
-  }
-  const file = o.file as string;
-  const flags =
-    (o.readOnly ? fsConstants.O_RDONLY : fsConstants.O_RDWR) | (o.directIo ? fsConstants.O_DIRECT : 0);
-  try {
-    return { fd: openSync(file, flags), close: true, name: file };
-  } catch (err) {
-    if (!isSystemError(err)) throw err;
-    switch (err.code) {
-      case 'ENOENT':
-        throw new UbloopError('ENOENT', `image file ${file} does not exist`);
-      case 'EISDIR':
-        throw new UbloopError('EISDIR', `${file} is a directory, not an image file`);
-      case 'EACCES':
-      case 'EROFS':
-      case 'EPERM':
-        throw new UbloopError(
-          'EACCES',
-          `cannot open ${file} for ${o.readOnly ? 'reading' : 'writing'} (${err.code})${o.readOnly ? '' : '; use read-only to serve it read-only'}`,
-        );
-      case 'EINVAL':
-        if (o.directIo) throw new UbloopError('EINVAL', `the filesystem of ${file} does not support direct I/O (O_DIRECT)`);
-        throw err;
-      default:
-        throw err;
-    }
-  }
-}
-
-function imageSize(fd: number, name: string): number {
-  const st = fstatSync(fd);
-  if (st.isDirectory()) throw new UbloopError('EISDIR', `${name} is a directory, not an image file`);
-  if (st.isFile()) return st.size;
-  if (st.isBlockDevice()) {
-    throw invalid(`${name} is a block device; ubloop serves image files`);
-  }
-  throw invalid(`${name} is not a regular file`);
-}
-
-/**
- * The logical block size of the disk under a file, from sysfs; null when the file
- * lives on something without one (tmpfs, a network or virtual filesystem).
- */
-function backingLogicalBlockSize(fd: number): number | null {
-  const { major, minor } = splitDev(fstatSync(fd, { bigint: true }).dev);
-  const dev = `/sys/dev/block/${major}:${minor}`;
-  for (const queue of [`${dev}/queue`, `${dev}/../queue`]) {
-    try {
-      return Number(readFileSync(`${queue}/logical_block_size`, 'utf8').trim());
-    } catch {
-      // a partition keeps its queue in the parent disk's directory
-    }
-  }
-  return null;
-}
-
-/** With O_DIRECT every request must be aligned to the backing disk's logical block size. */
-function checkDirectIoAlignment(fd: number, o: CheckedOptions, name: string): void {
-  const needed = backingLogicalBlockSize(fd);
-  if (needed !== null && o.blockSize < needed) {
-    throw invalid(
-      `block size ${o.blockSize} is smaller than the logical block size ${needed} of the disk holding ${name}; ` +
-        `direct I/O needs a block size of at least ${needed}`,
-    );
-  }
-  if (needed !== null && o.offset % needed !== 0) {
-    throw invalid(`offset ${o.offset} is not a multiple of ${needed}, the logical block size of the disk holding ${name}`);
-  }
-}
-
 function setScheduler(id: number, scheduler: Scheduler): void {
   const disk = `ublkb${id}`;
   const { active, available } = readScheduler(disk);
@@ -304,15 +229,24 @@ function setScheduler(id: number, scheduler: Scheduler): void {
  * left behind: no ublk device, no thread, no open descriptor.
  */
 export async function createDevice(options: DeviceOptions): Promise<Device> {
-  const o = checkOptions(options);
+  return startDevice(checkOptions(options));
+}
+
+/**
+ * createDevice with options already checked where they entered (the daemon's bind), and
+ * for a loop device the image already opened and inspected (otherwise it is opened
+ * from o.file or inspected from o.fd here). The image stays open for the caller.
+ * @internal
+ */
+export async function startDevice(o: CheckedOptions, given?: Image): Promise<Device> {
   checkCanAddDevice();
   let size = o.size ?? 0;
-  let image: ReturnType<typeof openImage> | undefined;
+  let image: Image | undefined = given;
   try {
     if (o.target === 'loop') {
-      image = openImage(o);
-      size = loopDeviceSize(imageSize(image.fd, image.name), o, image.name);
-      if (o.directIo) checkDirectIoAlignment(image.fd, o, image.name);
+      image ??= o.fd !== undefined ? inspectImage(o.fd, o, `fd ${o.fd}`) : openImage(o.file as string, o);
+      size = loopDeviceSize(image.size, o, image.name);
+      if (o.directIo) checkDirectIoAlignment(image, o.blockSize, o.offset);
     }
     let dev: NativeDevice;
     try {
@@ -354,6 +288,6 @@ export async function createDevice(options: DeviceOptions): Promise<Device> {
     }
     return device;
   } finally {
-    if (image?.close) closeSync(image.fd);
+    if (image && image !== given) closeImage(image);
   }
 }

@@ -1,7 +1,7 @@
 // What each request does, and who may do it: only root (on the admin socket) manages
 // instances; an instance socket only ever reaches its own instance.
-import { constants as fsConstants, openSync, closeSync } from 'node:fs';
-import { UbloopError, isSystemError } from '../errors.js';
+import { UbloopError } from '../errors.js';
+import { closeImage, imagePath, inspectImage, openImage, type Image } from '../image.js';
 import type { Instance } from '../instance/instance.js';
 import type { InstanceManager } from '../instance/manager.js';
 import {
@@ -9,7 +9,6 @@ import {
 } from '../protocol/device-requests.js';
 import { INSTANCE_CREATE, INSTANCE_LIST, INSTANCE_REMOVE, INSTANCE_SET, PING } from '../protocol/instance-requests.js';
 import type { Request } from '../protocol/request.js';
-import { inspectBacking } from './backing.js';
 import type { RequestContext } from './connection.js';
 
 function target(manager: InstanceManager, name: string | undefined, ctx: RequestContext): Instance {
@@ -25,40 +24,32 @@ function target(manager: InstanceManager, name: string | undefined, ctx: Request
 
 async function bind(manager: InstanceManager, req: BindRequest, ctx: RequestContext): Promise<object> {
   const inst = target(manager, req.instance, ctx);
-  let fd: number;
-  let ownFd = false;
+  let image: Image;
   if (req.path !== undefined) {
     if (ctx.caller.uid !== 0) {
       throw new UbloopError('EPERM', 'only root may bind by path; pass the image as a descriptor (ubloop attach does)');
     }
     if (ctx.fds.length > 0) throw new UbloopError('EINVAL', 'pass either a path or a descriptor, not both');
-    const flags = (req.options.readOnly ? fsConstants.O_RDONLY : fsConstants.O_RDWR) | (req.options.directIo ? fsConstants.O_DIRECT : 0);
-    try {
-      fd = openSync(req.path, flags);
-    } catch (err) {
-      const code = isSystemError(err) ? err.code : 'EIO';
-      throw Object.assign(new Error(`cannot open ${req.path}: ${(err as Error).message}`), { code });
-    }
-    ownFd = true;
+    image = openImage(req.path, req.options);
   } else {
     if (ctx.fds.length === 0) {
       throw new UbloopError('EBADF', 'bind needs the image as a descriptor passed with the request (SCM_RIGHTS)');
     }
     if (ctx.fds.length > 1) throw new UbloopError('EINVAL', `bind takes one image descriptor, got ${ctx.fds.length}`);
-    fd = ctx.fds[0] as number;
+    image = inspectImage(ctx.fds[0] as number, req.options);
   }
   try {
-    const backing = inspectBacking(fd, req.options);
     const device = await inst.bind({
-      fd,
-      backing,
+      fd: image.fd,
+      image,
+      backing: { path: imagePath(image), dev: image.dev, ino: image.ino },
       options: req.options,
       caller: ctx.caller,
       ...(req.index === undefined ? {} : { index: req.index }),
     });
     return { device };
   } finally {
-    if (ownFd) closeSync(fd);
+    closeImage(image);
   }
 }
 

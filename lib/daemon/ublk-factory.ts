@@ -1,6 +1,8 @@
 // The real device factory: a ublk loop device over the descriptor a client passed.
 import { readFileSync } from 'node:fs';
-import { createDevice } from '../device.js';
+import { startDevice } from '../device.js';
+import { bindDeviceOptions } from '../device-options.js';
+import { inspectImage } from '../image.js';
 import type { BoundDevice, DeviceFactory } from '../instance/device-factory.js';
 import { ublkDiskBusy, ublkDiskClaimed } from './busy.js';
 
@@ -12,17 +14,10 @@ function diskNumbers(id: number): { major: number; minor: number } {
 }
 
 export const ublkFactory: DeviceFactory = async (spec) => {
-  const o = spec.options;
-  const device = await createDevice({
-    fd: spec.fd,
-    offset: o.offset,
-    sizeLimit: o.sizeLimit,
-    readOnly: o.readOnly,
-    directIo: o.directIo,
-    blockSize: o.blockSize,
-    queues: o.queues,
-    depth: o.depth,
-  });
+  // The options were checked where the request came in, the image where it was opened
+  // or received; a bind without an inspected image (a restore) inspects it here.
+  const image = spec.image ?? inspectImage(spec.fd, spec.options);
+  const device = await startDevice(bindDeviceOptions(spec.options, spec.fd), image);
   let numbers: { major: number; minor: number };
   try {
     numbers = diskNumbers(device.id);

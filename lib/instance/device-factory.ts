@@ -1,6 +1,7 @@
 // What the instance manager needs from a device: made by an injected factory, so the
 // manager runs on the host with a fake and in the daemon with real ublk devices.
-import type { BindOptions } from '../protocol/device-requests.js';
+import type { BindOptions } from '../device-options.js';
+import type { Image } from '../image.js';
 
 export interface BusyCheck {
   /**
@@ -43,6 +44,8 @@ export interface BoundDevice {
 export interface BindSpec {
   /** Descriptor of the backing image, owned by the caller of the factory (it may close it after). */
   fd: number;
+  /** The image behind fd, already inspected where it came in; without it the factory inspects fd itself. */
+  image?: Image;
   options: BindOptions;
 }
 

@@ -5,6 +5,7 @@ import { UbloopError } from '../errors.js';
 import { MAX_INDEX } from '../protocol/limits.js';
 import type { BindOptions } from '../protocol/device-requests.js';
 import type { DeviceEntry } from '../protocol/results.js';
+import type { Image } from '../image.js';
 import { holds, type Caller } from './caller.js';
 import type { BoundDevice, DeviceFactory } from './device-factory.js';
 import { LOOP_CTL_ADD, LOOP_CTL_GET_FREE, LOOP_CTL_REMOVE, indexArg } from './loop-ctl.js';
@@ -76,6 +77,8 @@ export interface InstanceContext {
 export interface BindArgs {
   index?: number;
   fd: number;
+  /** The image behind fd, if already inspected (handed to the factory). */
+  image?: Image;
   backing: Backing;
   options: BindOptions;
   caller: Caller;
@@ -244,7 +247,7 @@ export class Instance {
     slot.reservation = null;
     let device: BoundDevice;
     try {
-      device = await this.#ctx.factory({ fd: args.fd, options: args.options });
+      device = await this.#ctx.factory({ fd: args.fd, options: args.options, ...(args.image ? { image: args.image } : {}) });
     } catch (err) {
       slot.state = 'unbound';
       if (created && this.#slots.get(slot.index) === slot) {

@@ -2,22 +2,12 @@
 // UbloopError naming the field and what was wrong with it, so a bad request gets an
 // error reply that says exactly what to fix.
 import { invalid } from '../errors.js';
+import { show } from '../device-options.js';
 
 export type Fields = Readonly<Record<string, unknown>>;
 
 export function isRecord(value: unknown): value is Fields {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-function show(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}...` : value);
-  if (value === undefined) return 'nothing';
-  try {
-    const s = JSON.stringify(value);
-    return s.length > 40 ? `${s.slice(0, 40)}...` : s;
-  } catch {
-    return String(value);
-  }
 }
 
 export function int(f: Fields, key: string, min: number, max: number): number {

@@ -117,7 +117,7 @@ t.test('loopDeviceSize: what is left after the offset, capped by the size limit'
   t.equal(loopDeviceSize(64 * MiB, o({ offset: MiB }), 'img'), 63 * MiB, 'after the offset');
   t.equal(loopDeviceSize(64 * MiB, o({ offset: MiB, sizeLimit: 8 * MiB }), 'img'), 8 * MiB, 'capped by the limit');
   t.equal(loopDeviceSize(64 * MiB, o({ offset: 60 * MiB, sizeLimit: 8 * MiB }), 'img'), 4 * MiB, 'limit beyond the end: to the end');
-  t.throws(() => loopDeviceSize(0, o({}), 'empty.img'), einval(/image empty.img is empty/));
+  t.throws(() => loopDeviceSize(0, o({}), 'empty.img'), einval(/empty.img is empty \(0 bytes\)/));
   t.throws(() => loopDeviceSize(MiB, o({ offset: MiB }), 'a.img'), einval(/offset 1048576 is at or past the end of a.img \(1048576 bytes\)/));
   t.throws(() => loopDeviceSize(MiB + 100, o({}), 'odd.img'), einval(/device size 1048676 \(image size\) is not a multiple of the block size 512/));
   t.throws(() => loopDeviceSize(MiB, o({ offset: 100 }), 'b.img'), einval(/\(image size minus offset\) is not a multiple/));

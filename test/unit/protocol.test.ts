@@ -1,6 +1,6 @@
 import t from 'tap';
 import {
-  LineReader, MAX_LINE_BYTES, parseRequest, isBindRequest, isLoopAddRequest, isInstanceCreateRequest,
+  LineReader, MAX_LINE_BYTES, parseRequest, checkBind, checkLoopAdd, guard, isInstanceCreateRequest,
   isErrorReply, isOkReply, errorBody, OPS,
 } from '../../lib/protocol/index.js';
 import { UbloopError } from '../../lib/errors.js';
@@ -31,8 +31,16 @@ t.test('bad requests get an error naming the problem', async (t) => {
     ['{"op":"loop.add"}', 'EINVAL', /"index" must be an integer, got nothing/],
     ['{"op":"loop.add","index":"3"}', 'EINVAL', /"index" must be an integer, got "3"/],
     ['{"op":"loop.add","index":1.5}', 'EINVAL', /"index" must be an integer/],
-    ['{"op":"bind","queues":0}', 'EINVAL', /"queues" must be from 1 to 64, got 0/],
-    ['{"op":"bind","blockSize":1000}', 'EINVAL', /"blockSize" must be 512, 1024, 2048 or 4096/],
+    ['{"op":"bind","queues":0}', 'EINVAL', /queues must be an integer from 1 to 64, got 0/],
+    ['{"op":"bind","blockSize":1000}', 'EINVAL', /block size 1000 is not one of 512, 1024, 2048, 4096/],
+    ['{"op":"bind","pollUs":-1}', 'EINVAL', /poll time \(µs\) must be an integer from 0 to 1000000, got -1/],
+    ['{"op":"bind","copy":"fast"}', 'EINVAL', /copy mode must be one of auto, kernel, user, zero, auto-buf, got "fast"/],
+    ['{"op":"bind","maxIoBytes":6000}', 'EINVAL', /max I\/O size 6000 is not a multiple of 4096/],
+    ['{"op":"bind","discard":"yes"}', 'EINVAL', /discard must be true or false, got "yes"/],
+    ['{"op":"bind","scheduler":"cfq"}', 'EINVAL', /scheduler must be one of none, mq-deadline, kyber, bfq, kernel, got "cfq"/],
+    ['{"op":"bind","autoclear":1}', 'EINVAL', /autoclear must be true or false, got 1/],
+    ['{"op":"bind","directIo":true,"offset":100}', 'EINVAL', /offset 100 must be a multiple of the block size 512 with direct I\/O/],
+    ['{"op":"bind","id":5,"maxIo":4096}', 'EINVAL', /"bind" has no field "maxIo"/],
     ['{"op":"bind","readonly":true}', 'EINVAL', /"bind" has no field "readonly"/],
     ['{"op":"instance.create","name":"../etc"}', 'EINVAL', /instance name "..\/etc" is not valid/],
     ['{"op":"instance.create","name":"a","max":-1}', 'EINVAL', /"max" must be from 0 to 1048576, got -1/],
@@ -49,6 +57,8 @@ t.test('bad requests get an error naming the problem', async (t) => {
 });
 
 t.test('type guards accept exactly the valid messages', async (t) => {
+  const isLoopAddRequest = guard(checkLoopAdd);
+  const isBindRequest = guard(checkBind);
   t.ok(isLoopAddRequest({ op: 'loop.add', index: 4 }));
   t.notOk(isLoopAddRequest({ op: 'loop.add', index: 'x' }));
   t.notOk(isLoopAddRequest(null));
