@@ -18,6 +18,7 @@ import { dispatch } from './dispatch.js';
 import { log } from './log.js';
 import { ipc, type CuseDevice, type UnixConnection, type UnixServer } from './native-ipc.js';
 import { makeInstanceDir, makeNode, removeInstanceDir, removeNode } from './nodes.js';
+import { INSTANCE_SOCKET_NAME, LOOP_CONTROL_NAME, instancesDir } from './paths.js';
 
 export interface DaemonOptions {
   /** Admin socket (root only). */
@@ -77,7 +78,7 @@ export class Daemon {
   async start(): Promise<void> {
     if (process.getuid?.() !== 0) throw new UbloopError('EPERM', 'the daemon must run as root (it creates ublk devices and device nodes)');
     const o = this.options;
-    mkdirSync(join(o.root, 'instances'), { recursive: true, mode: 0o755 });
+    mkdirSync(instancesDir(o.root), { recursive: true, mode: 0o755 });
     const saved = readState(o.state);
     if (saved.kind === 'corrupt') {
       log(`${saved.problem}; ${saved.movedTo ? `kept it as ${saved.movedTo}` : 'could not move it aside'}; starting with no instances`);
@@ -99,7 +100,7 @@ export class Daemon {
     this.#admin = ipc().listenUnix(o.socket, 0o600, (conn) => this.#accept(conn, { kind: 'admin' }), this.#handlers());
     chownSync(o.socket, 0, 0);
     this.#sweeper = setInterval(() => void this.#sweep(), o.sweepMs);
-    log(`listening on ${o.socket}; instances under ${join(o.root, 'instances')}; state in ${o.state}`);
+    log(`listening on ${o.socket}; instances under ${instancesDir(o.root)}; state in ${o.state}`);
   }
 
   /** Stops accepting, stops every device (bindings stay in the state for the next start). */
@@ -164,12 +165,12 @@ export class Daemon {
   async #instanceCreated(inst: Instance): Promise<void> {
     makeInstanceDir(inst.dir);
     for (const name of readdirSync(inst.dir)) {
-      if (/^loop\d+$/.test(name) || name === 'loop-control' || name === 'control.sock') removeNode(join(inst.dir, name));
+      if (/^loop\d+$/.test(name) || name === LOOP_CONTROL_NAME || name === INSTANCE_SOCKET_NAME) removeNode(join(inst.dir, name));
     }
     const io: InstanceIo = { server: null, cuse: null };
     this.#io.set(inst.name, io);
     try {
-      const sock = join(inst.dir, 'control.sock');
+      const sock = join(inst.dir, INSTANCE_SOCKET_NAME);
       io.server = ipc().listenUnix(sock, inst.mode, (conn) => this.#accept(conn, { kind: 'instance', name: inst.name }), this.#handlers());
       chownSync(sock, inst.uid, inst.gid);
       io.cuse = await this.#loopControl(inst);
@@ -194,7 +195,7 @@ export class Daemon {
       }
       throw err;
     }
-    const path = join(inst.dir, 'loop-control');
+    const path = join(inst.dir, LOOP_CONTROL_NAME);
     try {
       makeNode(path, 'c', cuse.major, cuse.minor, inst.uid, inst.gid, inst.mode);
     } catch (err) {
@@ -210,8 +211,8 @@ export class Daemon {
     this.#io.delete(inst.name);
     io?.server?.close();
     if (io?.cuse) await io.cuse.close();
-    removeNode(join(inst.dir, 'loop-control'));
-    removeNode(join(inst.dir, 'control.sock'));
+    removeNode(join(inst.dir, LOOP_CONTROL_NAME));
+    removeNode(join(inst.dir, INSTANCE_SOCKET_NAME));
     inst.loopControlPath = null;
   }
 

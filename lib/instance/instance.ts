@@ -1,6 +1,7 @@
 // One instance: its own loop indices, limit and owner, with loop-control semantics that
 // match Linux 6.1's drivers/block/loop.c (loop_add, loop_control_remove,
 // loop_control_get_free), plus ENOSPC at `max` and GET_FREE reservations.
+import { loopNode } from '../daemon/paths.js';
 import { UbloopError } from '../errors.js';
 import { MAX_INDEX } from '../protocol/limits.js';
 import type { BindOptions } from '../protocol/device-requests.js';
@@ -135,7 +136,7 @@ export class Instance {
   }
 
   nodePath(index: number): string {
-    return `${this.dir}/loop${index}`;
+    return loopNode(this.dir, index);
   }
 
   // ---------------------------------------------------------------- loop-control

@@ -1,6 +1,6 @@
 // All instances of a daemon: creation and live limits (per instance `max`, per owner
 // `ownerMax` across instances), lookup, and the autoclear sweep.
-import { join } from 'node:path';
+import { DEFAULT_ROOT, instanceDir } from '../daemon/paths.js';
 import { UbloopError, invalid } from '../errors.js';
 import { DEFAULT_MAX, INSTANCE_NAME, MAX_DEVICES } from '../protocol/limits.js';
 import type { InstanceInfo } from '../protocol/results.js';
@@ -16,7 +16,7 @@ export interface ManagerHooks extends InstanceHooks {
 
 export interface ManagerOptions {
   factory: DeviceFactory;
-  /** Directory holding instances/NAME/ (default /run/ubloop). */
+  /** Directory holding instances/NAME/ (default DEFAULT_ROOT). */
   root?: string;
   hooks?: Partial<ManagerHooks>;
   now?: () => number;
@@ -51,7 +51,7 @@ export class InstanceManager {
   readonly #reservationMs: number;
 
   constructor(options: ManagerOptions) {
-    this.root = options.root ?? '/run/ubloop';
+    this.root = options.root ?? DEFAULT_ROOT;
     this.#factory = options.factory;
     const h = options.hooks ?? {};
     this.#hooks = {
@@ -115,7 +115,7 @@ export class InstanceManager {
     const uid = spec.uid ?? 0;
     const gid = spec.gid ?? 0;
     const inst = new Instance(
-      { name: spec.name, max, uid, gid, mode, dir: join(this.root, 'instances', spec.name) },
+      { name: spec.name, max, uid, gid, mode, dir: instanceDir(this.root, spec.name) },
       {
         factory: this.#factory,
         hooks: this.#hooks,
