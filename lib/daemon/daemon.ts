@@ -12,7 +12,9 @@ import type { Request } from '../protocol/request.js';
 import { openBacking } from '../state/open-backing.js';
 import { restore, type RestoreReport } from '../state/restore.js';
 import { snapshot } from '../state/snapshot.js';
-import { readState, writeState } from '../state/state-file.js';
+import { STATE_VERSION } from '../state/schema.js';
+import { readState } from '../state/state-file.js';
+import { StateWriter } from '../state/state-writer.js';
 import { Connection, type RequestContext, type Scope } from './connection.js';
 import { dispatch } from './dispatch.js';
 import { log } from './log.js';
@@ -58,10 +60,16 @@ export class Daemon {
   #restoring = false;
   #cuseMissingSaid = false;
   #stopping: Promise<void> | null = null;
+  readonly #state: StateWriter;
   restoreReport: RestoreReport | null = null;
 
   constructor(options: DaemonOptions) {
     this.options = options;
+    this.#state = new StateWriter({
+      path: options.state,
+      take: () => snapshot(this.manager),
+      failed: (err) => log(`cannot write state file ${options.state}: ${err.message}`),
+    });
     this.manager = new InstanceManager({
       factory: options.factory,
       root: options.root,
@@ -70,7 +78,9 @@ export class Daemon {
         removed: (inst) => this.#instanceRemoved(inst),
         bound: (inst, index, dev) => makeNode(inst.nodePath(index), 'b', dev.major, dev.minor, inst.uid, inst.gid, inst.mode),
         unbound: (inst, index) => removeNode(inst.nodePath(index)),
-        changed: () => this.#persist(),
+        changed: () => {
+          if (!this.#restoring) this.#state.changed();
+        },
       },
     });
   }
@@ -80,6 +90,10 @@ export class Daemon {
     const o = this.options;
     mkdirSync(instancesDir(o.root), { recursive: true, mode: 0o755 });
     const saved = readState(o.state);
+    if (saved.kind === 'newer') {
+      // Moving it aside would lose every instance it holds: leave it to the newer ubloop.
+      throw new UbloopError('EPROTONOSUPPORT', `refusing to start: ${saved.problem}`);
+    }
     if (saved.kind === 'corrupt') {
       log(`${saved.problem}; ${saved.movedTo ? `kept it as ${saved.movedTo}` : 'could not move it aside'}; starting with no instances`);
       if (!saved.movedTo) throw new UbloopError('EIO', `refusing to overwrite the unusable state file ${o.state}`);
@@ -93,9 +107,11 @@ export class Daemon {
       this.manager.clientGone('restore');
       const r = this.restoreReport;
       log(`restored ${r.instances.length} instance(s) and ${r.rebound.length} device(s) from ${o.state}`);
+      if (saved.from !== STATE_VERSION) log(`${o.state} had state version ${saved.from}; it is rewritten as version ${STATE_VERSION}`);
       for (const f of r.failed) log(`not restored: ${f.instance}${f.index === undefined ? '' : `/loop${f.index}`}: ${f.reason}`);
     }
-    this.#persist();
+    this.#state.changed();
+    await this.#state.flush();
     mkdirSync(join(o.socket, '..'), { recursive: true, mode: 0o755 });
     this.#admin = ipc().listenUnix(o.socket, 0o600, (conn) => this.#accept(conn, { kind: 'admin' }), this.#handlers());
     chownSync(o.socket, 0, 0);
@@ -113,6 +129,9 @@ export class Daemon {
     if (this.#sweeper) clearInterval(this.#sweeper);
     this.#admin?.close();
     this.#admin = null;
+    // what changed until now is written; the stopping of the devices is not (their
+    // bindings stay in the state for the next start)
+    await this.#state.close();
     await this.manager.shutdown();
     for (const inst of this.manager.instances()) await this.#closeIo(inst);
     log('stopped every device');
@@ -157,7 +176,8 @@ export class Daemon {
 
   async #handle(req: Request, ctx: RequestContext): Promise<object> {
     if (this.#stopping) throw new UbloopError('ECANCELED', 'the daemon is stopping');
-    return dispatch(this.manager, req, ctx);
+    // the reply waits until the request's changes are on disk (one write, see StateWriter)
+    return this.#state.during(() => dispatch(this.manager, req, ctx));
   }
 
   // ---------------------------------------------------------------- instance resources
@@ -223,15 +243,6 @@ export class Daemon {
   }
 
   // ---------------------------------------------------------------- upkeep
-
-  #persist(): void {
-    if (this.#restoring || this.#stopping) return;
-    try {
-      writeState(this.options.state, snapshot(this.manager));
-    } catch (err) {
-      log(`cannot write state file ${this.options.state}: ${(err as Error).message}`);
-    }
-  }
 
   async #sweep(): Promise<void> {
     if (this.#sweeping || this.#stopping) return;

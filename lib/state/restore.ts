@@ -37,7 +37,7 @@ export async function restore(manager: InstanceManager, state: StateData, open: 
     report.instances.push(saved.name);
     for (const index of saved.indices) inst.restoreIndex(index);
     for (const b of saved.bindings) {
-      const boundBy = b.boundBy ?? { uid: saved.uid, gid: saved.gid };
+      const boundBy = b.boundBy;
       let opened: OpenedBacking;
       try {
         opened = open(b, boundBy);

@@ -67,6 +67,6 @@ t.test('a corrupt state file is reported and kept aside, not overwritten', async
   const aside = readdirSync(dir).filter((n) => n.startsWith('state.json.corrupt-'));
   t.equal(aside.length, 1, 'one file kept aside');
   t.equal(readFileSync(join(dir, aside[0] as string), 'utf8'), '{"version":1,"instances":[{"name":"a"', 'with its content');
-  t.match(JSON.parse(readFileSync(state, 'utf8')), { version: 1, instances: [] }, 'a fresh state is written');
+  t.match(JSON.parse(readFileSync(state, 'utf8')), { version: 2, instances: [] }, 'a fresh state is written');
   t.equal(d.cli(['instance', 'list', '--json']).stdout.trim(), '[]');
 });
