@@ -3,6 +3,7 @@
 import { DEFAULT_ROOT, instanceDir } from '../daemon/paths.js';
 import { UbloopError, invalid } from '../errors.js';
 import { DEFAULT_MAX, INSTANCE_NAME, MAX_DEVICES } from '../protocol/limits.js';
+import type { InstanceCreateRequest } from '../protocol/instance-requests.js';
 import type { InstanceInfo } from '../protocol/results.js';
 import type { DeviceFactory } from './device-factory.js';
 import { Instance, type InstanceHooks } from './instance.js';
@@ -24,14 +25,8 @@ export interface ManagerOptions {
   reservationMs?: number;
 }
 
-export interface CreateSpec {
-  name: string;
-  max?: number;
-  uid?: number;
-  gid?: number;
-  mode?: number;
-  ownerMax?: number;
-}
+/** What an instance is created with: instance.create's fields. */
+export type CreateSpec = Omit<InstanceCreateRequest, 'op'>;
 
 const noop = (): void => undefined;
 

@@ -11,16 +11,22 @@ import { invalid } from '../errors.js';
 
 export const STATE_VERSION = 2;
 
-export interface StoredOptions {
-  offset: number;
-  sizeLimit: number;
-  readOnly: boolean;
-  directIo: boolean;
-  blockSize: number;
-  queues: number;
-  depth: number;
-  autoclear: boolean;
-}
+/** A binding's stored options, each a byte count, a count or a flag. */
+const OPTION_FIELDS = {
+  offset: 'bytes',
+  sizeLimit: 'bytes',
+  readOnly: 'flag',
+  directIo: 'flag',
+  blockSize: 'count',
+  queues: 'count',
+  depth: 'count',
+  autoclear: 'flag',
+} as const;
+
+export type StoredOptions = { [K in keyof typeof OPTION_FIELDS]: (typeof OPTION_FIELDS)[K] extends 'flag' ? boolean : number };
+
+/** The option names, in the order they are written. */
+export const STORED_OPTION_KEYS = Object.keys(OPTION_FIELDS) as (keyof StoredOptions)[];
 
 export interface StoredBinding {
   index: number;
@@ -90,16 +96,12 @@ function ids(v: unknown, where: string): { uid: number; gid: number } {
 
 function options(v: unknown, where: string): StoredOptions {
   const r = rec(v, where);
-  return {
-    offset: whole(r, 'offset', where, Number.MAX_SAFE_INTEGER),
-    sizeLimit: whole(r, 'sizeLimit', where, Number.MAX_SAFE_INTEGER),
-    readOnly: yes(r, 'readOnly', where),
-    directIo: yes(r, 'directIo', where),
-    blockSize: whole(r, 'blockSize', where, COUNT_MAX),
-    queues: whole(r, 'queues', where, COUNT_MAX),
-    depth: whole(r, 'depth', where, COUNT_MAX),
-    autoclear: yes(r, 'autoclear', where),
-  };
+  const out: Record<string, number | boolean> = {};
+  for (const key of STORED_OPTION_KEYS) {
+    const kind = OPTION_FIELDS[key];
+    out[key] = kind === 'flag' ? yes(r, key, where) : whole(r, key, where, kind === 'bytes' ? Number.MAX_SAFE_INTEGER : COUNT_MAX);
+  }
+  return out as StoredOptions;
 }
 
 function binding(v: unknown, where: string): StoredBinding {

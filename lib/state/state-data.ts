@@ -3,7 +3,7 @@
 // device/inode), its options and whose rights opened it. toRecord and fromRecord are
 // the one boundary between these runtime types and the stored format (schema.ts).
 import type { BindOptions } from '../protocol/device-requests.js';
-import { STATE_VERSION, type StoredBinding, type StoredInstance, type StoredOptions, type StoredState } from './schema.js';
+import { STATE_VERSION, STORED_OPTION_KEYS, type StoredBinding, type StoredInstance, type StoredOptions, type StoredState } from './schema.js';
 
 /** The saved state's shape, whatever form its binding options take. */
 export interface StateShape<O> {
@@ -36,23 +36,19 @@ function convert<A, B>(s: StateShape<A>, options: (o: A) => B): StateShape<B> {
   };
 }
 
-/** The stored options are the bind options, field by field, for now. */
-function optionsToRecord(o: BindOptions): StoredOptions {
-  return {
-    offset: o.offset,
-    sizeLimit: o.sizeLimit,
-    readOnly: o.readOnly,
-    directIo: o.directIo,
-    blockSize: o.blockSize,
-    queues: o.queues,
-    depth: o.depth,
-    autoclear: o.autoclear,
-  };
+// The stored options are, for now, the bind options of the same names. Should the bind
+// options be renamed or changed, these two functions are where the stored names are
+// mapped (and the compiler points here): the stored format stays as it is.
+
+function optionsToRecord(o: Pick<BindOptions, keyof StoredOptions>): StoredOptions {
+  const out: Partial<Record<keyof StoredOptions, number | boolean>> = {};
+  for (const key of STORED_OPTION_KEYS) out[key] = o[key];
+  return out as StoredOptions;
 }
 
 function optionsFromRecord(o: StoredOptions): BindOptions {
-  const { offset, sizeLimit, readOnly, directIo, blockSize, queues, depth, autoclear } = o;
-  return { offset, sizeLimit, readOnly, directIo, blockSize, queues, depth, autoclear };
+  const options: BindOptions = { ...o };
+  return options;
 }
 
 /** The runtime state as it is written to the state file. */
