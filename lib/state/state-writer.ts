@@ -27,7 +27,7 @@ export interface StateWriterOptions {
 export class StateWriter {
   readonly #o: StateWriterOptions;
   readonly #write: (path: string, state: StateData) => Promise<void>;
-  readonly #requests = new AsyncLocalStorage<{ dirty: boolean }>();
+  readonly #requests = new AsyncLocalStorage<{ dirty: boolean; open: boolean }>();
   /** Count of changes so far, and how many of them are on disk. */
   #changes = 0;
   #written = 0;
@@ -45,17 +45,20 @@ export class StateWriter {
   changed(): void {
     if (this.#closed) return;
     this.#changes++;
+    // A callback set up during a request (a CUSE device, a socket server made by
+    // instance.create) may run in that request's context long after it has ended.
     const request = this.#requests.getStore();
-    if (request) request.dirty = true;
+    if (request?.open) request.dirty = true;
     else this.#kick();
   }
 
   /** Runs a request's work; its changes are written once, before this resolves or rejects. */
   async during<T>(work: () => Promise<T>): Promise<T> {
-    const request = { dirty: false };
+    const request = { dirty: false, open: true };
     try {
       return await this.#requests.run(request, work);
     } finally {
+      request.open = false;
       if (request.dirty) await this.flush();
     }
   }

@@ -242,3 +242,15 @@ t.test('a request\'s changes are written once, before its reply; a request that 
   await w.flush();
   t.same(written, [2, 3, 4], 'after close, changes are no longer written');
 });
+
+t.test('a change from a callback set up during a finished request is still written', async (t) => {
+  const { w, written, change } = fakeWriter(5);
+  await w.during(async () => {
+    change();
+    // e.g. a CUSE ioctl handler registered by instance.create: runs in its context later
+    setTimeout(change, 20);
+  });
+  t.same(written, [1]);
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  t.same(written, [1, 2], 'written although it ran in the ended request\'s context');
+});
