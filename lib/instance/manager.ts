@@ -181,11 +181,15 @@ export class InstanceManager {
 
   /** Runs the autoclear / lazy-detach sweep over every instance. */
   async sweep(graceMs: number): Promise<{ instance: string; index: number }[]> {
-    const out: { instance: string; index: number }[] = [];
-    for (const inst of this.#instances.values()) {
-      for (const index of await inst.sweep(graceMs)) out.push({ instance: inst.name, index });
-    }
-    return out;
+    // all at once, so that the busy looks of every instance share their passes over /proc
+    const all = [...this.#instances.values()];
+    const results = await Promise.allSettled(all.map((inst) => inst.sweep(graceMs)));
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+    return all.flatMap((inst, i) => {
+      const r = results[i];
+      return r?.status === 'fulfilled' ? r.value.map((index) => ({ instance: inst.name, index })) : [];
+    });
   }
 
   /** Stops every device (daemon shutdown); bindings stay in the state for the next start. */
