@@ -1,5 +1,6 @@
 // Options and helpers shared by the commands that talk to the daemon.
 import type { Argv } from 'yargs';
+import { DEFAULT_ROOT, DEFAULT_SOCKET } from '../daemon/paths.js';
 
 export interface DaemonClientArgs {
   socket: string;
@@ -8,8 +9,8 @@ export interface DaemonClientArgs {
 
 export function withDaemonClientOptions<T>(y: Argv<T>): Argv<T & DaemonClientArgs> {
   return y
-    .option('socket', { type: 'string', default: '/run/ubloop/control.sock', describe: 'admin socket of the daemon' })
-    .option('root', { type: 'string', default: '/run/ubloop', describe: 'directory holding instances/NAME/' }) as unknown as Argv<T & DaemonClientArgs>;
+    .option('socket', { type: 'string', default: DEFAULT_SOCKET, describe: 'admin socket of the daemon' })
+    .option('root', { type: 'string', default: DEFAULT_ROOT, describe: 'directory holding instances/NAME/' }) as unknown as Argv<T & DaemonClientArgs>;
 }
 
 /** The instance a command addresses when none is named. */

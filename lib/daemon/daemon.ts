@@ -12,12 +12,15 @@ import type { Request } from '../protocol/request.js';
 import { openBacking } from '../state/open-backing.js';
 import { restore, type RestoreReport } from '../state/restore.js';
 import { snapshot } from '../state/snapshot.js';
-import { readState, writeState } from '../state/state-file.js';
+import { STATE_VERSION } from '../state/schema.js';
+import { readState } from '../state/state-file.js';
+import { StateWriter } from '../state/state-writer.js';
 import { Connection, type RequestContext, type Scope } from './connection.js';
 import { dispatch } from './dispatch.js';
 import { log } from './log.js';
 import { ipc, type CuseDevice, type UnixConnection, type UnixServer } from './native-ipc.js';
 import { makeInstanceDir, makeNode, removeInstanceDir, removeNode } from './nodes.js';
+import { INSTANCE_SOCKET_NAME, LOOP_CONTROL_NAME, instancesDir } from './paths.js';
 
 export interface DaemonOptions {
   /** Admin socket (root only). */
@@ -57,10 +60,16 @@ export class Daemon {
   #restoring = false;
   #cuseMissingSaid = false;
   #stopping: Promise<void> | null = null;
+  readonly #state: StateWriter;
   restoreReport: RestoreReport | null = null;
 
   constructor(options: DaemonOptions) {
     this.options = options;
+    this.#state = new StateWriter({
+      path: options.state,
+      take: () => snapshot(this.manager),
+      failed: (err) => log(`cannot write state file ${options.state}: ${err.message}`),
+    });
     this.manager = new InstanceManager({
       factory: options.factory,
       root: options.root,
@@ -69,7 +78,9 @@ export class Daemon {
         removed: (inst) => this.#instanceRemoved(inst),
         bound: (inst, index, dev) => makeNode(inst.nodePath(index), 'b', dev.major, dev.minor, inst.uid, inst.gid, inst.mode),
         unbound: (inst, index) => removeNode(inst.nodePath(index)),
-        changed: () => this.#persist(),
+        changed: () => {
+          if (!this.#restoring) this.#state.changed();
+        },
       },
     });
   }
@@ -81,8 +92,12 @@ export class Daemon {
       this.#cuseMissingSaid = true;
     }
     const o = this.options;
-    mkdirSync(join(o.root, 'instances'), { recursive: true, mode: 0o755 });
+    mkdirSync(instancesDir(o.root), { recursive: true, mode: 0o755 });
     const saved = readState(o.state);
+    if (saved.kind === 'newer') {
+      // Moving it aside would lose every instance it holds: leave it to the newer ubloop.
+      throw new UbloopError('EPROTONOSUPPORT', `refusing to start: ${saved.problem}`);
+    }
     if (saved.kind === 'corrupt') {
       log(`${saved.problem}; ${saved.movedTo ? `kept it as ${saved.movedTo}` : 'could not move it aside'}; starting with no instances`);
       if (!saved.movedTo) throw new UbloopError('EIO', `refusing to overwrite the unusable state file ${o.state}`);
@@ -96,14 +111,16 @@ export class Daemon {
       this.manager.clientGone('restore');
       const r = this.restoreReport;
       log(`restored ${r.instances.length} instance(s) and ${r.rebound.length} device(s) from ${o.state}`);
+      if (saved.from !== STATE_VERSION) log(`${o.state} had state version ${saved.from}; it is rewritten as version ${STATE_VERSION}`);
       for (const f of r.failed) log(`not restored: ${f.instance}${f.index === undefined ? '' : `/loop${f.index}`}: ${f.reason}`);
     }
-    this.#persist();
+    this.#state.changed();
+    await this.#state.flush();
     mkdirSync(join(o.socket, '..'), { recursive: true, mode: 0o755 });
     this.#admin = ipc().listenUnix(o.socket, 0o600, (conn) => this.#accept(conn, { kind: 'admin' }), this.#handlers());
     chownSync(o.socket, 0, 0);
     this.#sweeper = setInterval(() => void this.#sweep(), o.sweepMs);
-    log(`listening on ${o.socket}; instances under ${join(o.root, 'instances')}; state in ${o.state}`);
+    log(`listening on ${o.socket}; instances under ${instancesDir(o.root)}; state in ${o.state}`);
   }
 
   /** Stops accepting, stops every device (bindings stay in the state for the next start). */
@@ -116,6 +133,9 @@ export class Daemon {
     if (this.#sweeper) clearInterval(this.#sweeper);
     this.#admin?.close();
     this.#admin = null;
+    // what changed until now is written; the stopping of the devices is not (their
+    // bindings stay in the state for the next start)
+    await this.#state.close();
     await this.manager.shutdown();
     for (const inst of this.manager.instances()) await this.#closeIo(inst);
     log('stopped every device');
@@ -160,7 +180,8 @@ export class Daemon {
 
   async #handle(req: Request, ctx: RequestContext): Promise<object> {
     if (this.#stopping) throw new UbloopError('ECANCELED', 'the daemon is stopping');
-    return dispatch(this.manager, req, ctx);
+    // the reply waits until the request's changes are on disk (one write, see StateWriter)
+    return this.#state.during(() => dispatch(this.manager, req, ctx));
   }
 
   // ---------------------------------------------------------------- instance resources
@@ -168,12 +189,12 @@ export class Daemon {
   async #instanceCreated(inst: Instance): Promise<void> {
     makeInstanceDir(inst.dir);
     for (const name of readdirSync(inst.dir)) {
-      if (/^loop\d+$/.test(name) || name === 'loop-control' || name === 'control.sock') removeNode(join(inst.dir, name));
+      if (/^loop\d+$/.test(name) || name === LOOP_CONTROL_NAME || name === INSTANCE_SOCKET_NAME) removeNode(join(inst.dir, name));
     }
     const io: InstanceIo = { server: null, cuse: null };
     this.#io.set(inst.name, io);
     try {
-      const sock = join(inst.dir, 'control.sock');
+      const sock = join(inst.dir, INSTANCE_SOCKET_NAME);
       io.server = ipc().listenUnix(sock, inst.mode, (conn) => this.#accept(conn, { kind: 'instance', name: inst.name }), this.#handlers());
       chownSync(sock, inst.uid, inst.gid);
       io.cuse = await this.#loopControl(inst);
@@ -198,7 +219,7 @@ export class Daemon {
       }
       throw err;
     }
-    const path = join(inst.dir, 'loop-control');
+    const path = join(inst.dir, LOOP_CONTROL_NAME);
     try {
       makeNode(path, 'c', cuse.major, cuse.minor, inst.uid, inst.gid, inst.mode);
     } catch (err) {
@@ -214,8 +235,8 @@ export class Daemon {
     this.#io.delete(inst.name);
     io?.server?.close();
     if (io?.cuse) await io.cuse.close();
-    removeNode(join(inst.dir, 'loop-control'));
-    removeNode(join(inst.dir, 'control.sock'));
+    removeNode(join(inst.dir, LOOP_CONTROL_NAME));
+    removeNode(join(inst.dir, INSTANCE_SOCKET_NAME));
     inst.loopControlPath = null;
   }
 
@@ -226,15 +247,6 @@ export class Daemon {
   }
 
   // ---------------------------------------------------------------- upkeep
-
-  #persist(): void {
-    if (this.#restoring || this.#stopping) return;
-    try {
-      writeState(this.options.state, snapshot(this.manager));
-    } catch (err) {
-      log(`cannot write state file ${this.options.state}: ${(err as Error).message}`);
-    }
-  }
 
   async #sweep(): Promise<void> {
     if (this.#sweeping || this.#stopping) return;

@@ -27,7 +27,7 @@ export interface BoundDevice {
    * it only looks (holders, mounts in every namespace, swap, open descriptors) and never
    * gets in anyone's way; see BusyCheck.exclusive for the final probe.
    */
-  isBusy(check?: BusyCheck): boolean;
+  isBusy(check?: BusyCheck): boolean | Promise<boolean>;
   /**
    * Stops and deletes the device; idempotent. With ifUnused (only where
    * canStopIfUnused) the kernel refuses with EBUSY while the disk is open or mounted.

@@ -1,8 +1,9 @@
 // All instances of a daemon: creation and live limits (per instance `max`, per owner
 // `ownerMax` across instances), lookup, and the autoclear sweep.
-import { join } from 'node:path';
+import { DEFAULT_ROOT, instanceDir } from '../daemon/paths.js';
 import { UbloopError, invalid } from '../errors.js';
 import { DEFAULT_MAX, INSTANCE_NAME, MAX_DEVICES } from '../protocol/limits.js';
+import type { InstanceCreateRequest } from '../protocol/instance-requests.js';
 import type { InstanceInfo } from '../protocol/results.js';
 import type { DeviceFactory } from './device-factory.js';
 import { Instance, type InstanceHooks } from './instance.js';
@@ -16,7 +17,7 @@ export interface ManagerHooks extends InstanceHooks {
 
 export interface ManagerOptions {
   factory: DeviceFactory;
-  /** Directory holding instances/NAME/ (default /run/ubloop). */
+  /** Directory holding instances/NAME/ (default DEFAULT_ROOT). */
   root?: string;
   hooks?: Partial<ManagerHooks>;
   now?: () => number;
@@ -24,14 +25,8 @@ export interface ManagerOptions {
   reservationMs?: number;
 }
 
-export interface CreateSpec {
-  name: string;
-  max?: number;
-  uid?: number;
-  gid?: number;
-  mode?: number;
-  ownerMax?: number;
-}
+/** What an instance is created with: instance.create's fields. */
+export type CreateSpec = Omit<InstanceCreateRequest, 'op'>;
 
 const noop = (): void => undefined;
 
@@ -51,7 +46,7 @@ export class InstanceManager {
   readonly #reservationMs: number;
 
   constructor(options: ManagerOptions) {
-    this.root = options.root ?? '/run/ubloop';
+    this.root = options.root ?? DEFAULT_ROOT;
     this.#factory = options.factory;
     const h = options.hooks ?? {};
     this.#hooks = {
@@ -115,7 +110,7 @@ export class InstanceManager {
     const uid = spec.uid ?? 0;
     const gid = spec.gid ?? 0;
     const inst = new Instance(
-      { name: spec.name, max, uid, gid, mode, dir: join(this.root, 'instances', spec.name) },
+      { name: spec.name, max, uid, gid, mode, dir: instanceDir(this.root, spec.name) },
       {
         factory: this.#factory,
         hooks: this.#hooks,
@@ -186,11 +181,15 @@ export class InstanceManager {
 
   /** Runs the autoclear / lazy-detach sweep over every instance. */
   async sweep(graceMs: number): Promise<{ instance: string; index: number }[]> {
-    const out: { instance: string; index: number }[] = [];
-    for (const inst of this.#instances.values()) {
-      for (const index of await inst.sweep(graceMs)) out.push({ instance: inst.name, index });
-    }
-    return out;
+    // all at once, so that the busy looks of every instance share their passes over /proc
+    const all = [...this.#instances.values()];
+    const results = await Promise.allSettled(all.map((inst) => inst.sweep(graceMs)));
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+    return all.flatMap((inst, i) => {
+      const r = results[i];
+      return r?.status === 'fulfilled' ? r.value.map((index) => ({ instance: inst.name, index })) : [];
+    });
   }
 
   /** Stops every device (daemon shutdown); bindings stay in the state for the next start. */

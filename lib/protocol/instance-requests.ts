@@ -14,6 +14,25 @@ function name(f: Fields): string {
   return n;
 }
 
+/** The optional integer fields that are present, each checked against its range. */
+function optInts<K extends string>(f: Fields, ranges: Readonly<Record<K, readonly [number, number]>>): Partial<Record<K, number>> {
+  const out: Partial<Record<K, number>> = {};
+  for (const key of Object.keys(ranges) as K[]) {
+    const [min, max] = ranges[key];
+    const v = optInt(f, key, min, max);
+    if (v !== undefined) out[key] = v;
+  }
+  return out;
+}
+
+/** The checker of a request that has no fields of its own. */
+function bare<Op extends string>(op: Op): (f: Fields) => { op: Op } {
+  return (f) => {
+    onlyKeys(f, op, []);
+    return { op };
+  };
+}
+
 export const INSTANCE_CREATE = 'instance.create';
 export interface InstanceCreateRequest {
   op: typeof INSTANCE_CREATE;
@@ -28,18 +47,11 @@ export interface InstanceCreateRequest {
 }
 export function checkInstanceCreate(f: Fields): InstanceCreateRequest {
   onlyKeys(f, INSTANCE_CREATE, ['name', 'max', 'uid', 'gid', 'mode', 'ownerMax']);
-  const r: InstanceCreateRequest = { op: INSTANCE_CREATE, name: name(f) };
-  const max = optInt(f, 'max', 0, MAX_DEVICES);
-  const uid = optInt(f, 'uid', 0, ID_MAX);
-  const gid = optInt(f, 'gid', 0, ID_MAX);
-  const mode = optInt(f, 'mode', 0, 0o777);
-  const ownerMax = optInt(f, 'ownerMax', 0, MAX_DEVICES);
-  if (max !== undefined) r.max = max;
-  if (uid !== undefined) r.uid = uid;
-  if (gid !== undefined) r.gid = gid;
-  if (mode !== undefined) r.mode = mode;
-  if (ownerMax !== undefined) r.ownerMax = ownerMax;
-  return r;
+  return {
+    op: INSTANCE_CREATE,
+    name: name(f),
+    ...optInts(f, { max: [0, MAX_DEVICES], uid: [0, ID_MAX], gid: [0, ID_MAX], mode: [0, 0o777], ownerMax: [0, MAX_DEVICES] }),
+  };
 }
 export const isInstanceCreateRequest = guard(checkInstanceCreate);
 
@@ -52,24 +64,15 @@ export interface InstanceSetRequest {
 }
 export function checkInstanceSet(f: Fields): InstanceSetRequest {
   onlyKeys(f, INSTANCE_SET, ['name', 'max', 'ownerMax']);
-  const r: InstanceSetRequest = { op: INSTANCE_SET, name: name(f) };
-  const max = optInt(f, 'max', 0, MAX_DEVICES);
-  const ownerMax = optInt(f, 'ownerMax', 0, MAX_DEVICES);
-  if (max === undefined && ownerMax === undefined) throw invalid('"instance.set" needs "max" or "ownerMax"');
-  if (max !== undefined) r.max = max;
-  if (ownerMax !== undefined) r.ownerMax = ownerMax;
+  const r: InstanceSetRequest = { op: INSTANCE_SET, name: name(f), ...optInts(f, { max: [0, MAX_DEVICES], ownerMax: [0, MAX_DEVICES] }) };
+  if (r.max === undefined && r.ownerMax === undefined) throw invalid('"instance.set" needs "max" or "ownerMax"');
   return r;
 }
 export const isInstanceSetRequest = guard(checkInstanceSet);
 
 export const INSTANCE_LIST = 'instance.list';
-export interface InstanceListRequest {
-  op: typeof INSTANCE_LIST;
-}
-export function checkInstanceList(f: Fields): InstanceListRequest {
-  onlyKeys(f, INSTANCE_LIST, []);
-  return { op: INSTANCE_LIST };
-}
+export const checkInstanceList = bare(INSTANCE_LIST);
+export type InstanceListRequest = ReturnType<typeof checkInstanceList>;
 export const isInstanceListRequest = guard(checkInstanceList);
 
 export const INSTANCE_REMOVE = 'instance.remove';
@@ -87,13 +90,8 @@ export const isInstanceRemoveRequest = guard(checkInstanceRemove);
 
 /** Liveness check; answers with the daemon's pid. */
 export const PING = 'ping';
-export interface PingRequest {
-  op: typeof PING;
-}
-export function checkPing(f: Fields): PingRequest {
-  onlyKeys(f, PING, []);
-  return { op: PING };
-}
+export const checkPing = bare(PING);
+export type PingRequest = ReturnType<typeof checkPing>;
 export const isPingRequest = guard(checkPing);
 
 export type InstanceRequest =

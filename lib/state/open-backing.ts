@@ -2,11 +2,11 @@
 // binding needs, and only if whoever first bound it could still open it themselves.
 import { UbloopError } from '../errors.js';
 import { closeImage, mayOpen, openImage, type Image } from '../image.js';
-import type { StateBinding } from './state-data.js';
+import type { SavedBinding } from './state-data.js';
 import type { OpenedBacking } from './restore.js';
 
 /** principal: whose rights the image was first opened with; they must still suffice. */
-export function openBacking(b: StateBinding, principal: { uid: number; gid: number }): OpenedBacking {
+export function openBacking(b: SavedBinding, principal: { uid: number; gid: number }): OpenedBacking {
   const path = b.backing.path;
   let image: Image;
   try {
@@ -20,5 +20,5 @@ export function openBacking(b: StateBinding, principal: { uid: number; gid: numb
     closeImage(image);
     throw new UbloopError('EACCES', `uid ${principal.uid} may no longer ${write ? 'write' : 'read'} ${path}`);
   }
-  return { fd: image.fd, dev: image.dev, ino: image.ino };
+  return { fd: image.fd, dev: image.dev, ino: image.ino, image };
 }

@@ -4,16 +4,20 @@
 import { closeSync } from 'node:fs';
 import type { Caller } from '../instance/caller.js';
 import type { InstanceManager } from '../instance/manager.js';
-import type { StateBinding, StateData } from './state-data.js';
+import { checkBindOptions, type BindOptions } from '../device-options.js';
+import type { Image } from '../image.js';
+import type { SavedBinding, SavedState } from './state-data.js';
 
 export interface OpenedBacking {
   fd: number;
   dev: number;
   ino: number;
+  /** The image as opened and inspected, handed on so that the bind does not inspect it again. */
+  image?: Image;
 }
 
 /** Opens a saved binding's backing file for whoever bound it; throws with the reason it cannot. */
-export type BackingOpener = (binding: StateBinding, principal: { uid: number; gid: number }) => OpenedBacking;
+export type BackingOpener = (binding: SavedBinding, principal: { uid: number; gid: number }) => OpenedBacking;
 
 export interface RestoreReport {
   instances: string[];
@@ -23,7 +27,7 @@ export interface RestoreReport {
 
 const RESTORER: Caller = { uid: 0, gid: 0, pid: process.pid, key: 'restore' };
 
-export async function restore(manager: InstanceManager, state: StateData, open: BackingOpener): Promise<RestoreReport> {
+export async function restore(manager: InstanceManager, state: SavedState, open: BackingOpener): Promise<RestoreReport> {
   const report: RestoreReport = { instances: [], rebound: [], failed: [] };
   for (const o of state.owners) manager.setOwnerMax(o.uid, o.max);
   for (const saved of state.instances) {
@@ -37,9 +41,11 @@ export async function restore(manager: InstanceManager, state: StateData, open: 
     report.instances.push(saved.name);
     for (const index of saved.indices) inst.restoreIndex(index);
     for (const b of saved.bindings) {
-      const boundBy = b.boundBy ?? { uid: saved.uid, gid: saved.gid };
+      const boundBy = b.boundBy;
+      let options: BindOptions;
       let opened: OpenedBacking;
       try {
+        options = checkBindOptions(b.options);
         opened = open(b, boundBy);
       } catch (err) {
         report.failed.push({ instance: saved.name, index: b.index, reason: (err as Error).message });
@@ -54,7 +60,15 @@ export async function restore(manager: InstanceManager, state: StateData, open: 
           });
           continue;
         }
-        await inst.bind({ index: b.index, fd: opened.fd, backing: b.backing, options: b.options, caller: RESTORER, boundBy });
+        await inst.bind({
+          index: b.index,
+          fd: opened.fd,
+          ...(opened.image ? { image: opened.image } : {}),
+          backing: b.backing,
+          options,
+          caller: RESTORER,
+          boundBy,
+        });
         report.rebound.push({ instance: saved.name, index: b.index, path: b.backing.path });
       } catch (err) {
         report.failed.push({ instance: saved.name, index: b.index, reason: (err as Error).message });

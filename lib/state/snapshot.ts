@@ -1,10 +1,9 @@
 // The manager's persistent part as state data.
 import type { InstanceManager } from '../instance/manager.js';
-import { STATE_VERSION, type StateData } from './state-data.js';
+import type { StateData } from './state-data.js';
 
 export function snapshot(manager: InstanceManager): StateData {
   return {
-    version: STATE_VERSION,
     owners: manager.ownerLimits(),
     instances: manager.instances().map((inst) => ({
       name: inst.name,

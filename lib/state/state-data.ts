@@ -1,106 +1,69 @@
-// What the daemon persists: instances with their limits, owners and indices, the owner
-// limits, and every binding with its backing file (path + device/inode) and options.
-import { invalid } from '../errors.js';
-import { checkBind, type BindOptions } from '../protocol/device-requests.js';
-import { int, isRecord, str, type Fields } from '../protocol/fields.js';
-import { INSTANCE_NAME, MAX_DEVICES, MAX_INDEX } from '../protocol/limits.js';
+// What the daemon persists, as the daemon uses it: instances with their limits, owners
+// and indices, the owner limits, and every binding with its backing file (path +
+// device/inode), its options and whose rights opened it. toRecord and fromRecord are
+// the one boundary between these runtime types and the stored format (schema.ts).
+import type { BindOptions } from '../protocol/device-requests.js';
+import { STATE_VERSION, STORED_OPTION_KEYS, STORED_TUNING_KEYS, type StoredBinding, type StoredInstance, type StoredOptions, type StoredState } from './schema.js';
 
-export const STATE_VERSION = 1;
-
-export interface StateBinding {
-  index: number;
-  backing: { path: string; dev: number; ino: number };
-  options: BindOptions;
-  /** Whose rights opened the image (default: the instance owner). */
-  boundBy?: { uid: number; gid: number };
-}
-
-export interface StateInstance {
-  name: string;
-  max: number;
-  uid: number;
-  gid: number;
-  mode: number;
-  indices: number[];
-  bindings: StateBinding[];
-}
-
-export interface StateData {
-  version: typeof STATE_VERSION;
+/** The saved state's shape, whatever form its binding options take. */
+export interface StateShape<O> {
   owners: { uid: number; max: number }[];
-  instances: StateInstance[];
+  instances: (Omit<StoredInstance, 'bindings'> & { bindings: (Omit<StoredBinding, 'options'> & { options: O })[] })[];
 }
 
-function arr(f: Fields, key: string): unknown[] {
-  const v = f[key];
-  if (!Array.isArray(v)) throw invalid(`"${key}" must be an array`);
-  return v;
-}
+/** The state as the daemon takes it from its instances. */
+export type StateData = StateShape<BindOptions>;
+/** The state as read back from the file: options as stored, checked binding by binding at restore. */
+export type SavedState = StateShape<StoredOptions>;
+export type SavedBinding = SavedState['instances'][number]['bindings'][number];
 
-function rec(v: unknown, what: string): Fields {
-  if (!isRecord(v)) throw invalid(`${what} must be an object`);
-  return v;
-}
-
-function binding(v: unknown, where: string): StateBinding {
-  const f = rec(v, where);
-  const b = rec(f['backing'], `${where}.backing`);
-  const o = rec(f['options'], `${where}.options`);
-  const options = checkBind({ ...o, op: 'bind' }).options;
-  const out: StateBinding = {
-    index: int(f, 'index', 0, MAX_INDEX),
-    backing: { path: str(b, 'path'), dev: int(b, 'dev', 0, Number.MAX_SAFE_INTEGER), ino: int(b, 'ino', 0, Number.MAX_SAFE_INTEGER) },
-    options,
-  };
-  if (f['boundBy'] !== undefined) {
-    const by = rec(f['boundBy'], `${where}.boundBy`);
-    out.boundBy = { uid: int(by, 'uid', 0, 2 ** 32 - 2), gid: int(by, 'gid', 0, 2 ** 32 - 2) };
-  }
-  return out;
-}
-
-function instance(v: unknown, where: string): StateInstance {
-  const f = rec(v, where);
-  const name = str(f, 'name', 64);
-  if (!INSTANCE_NAME.test(name)) throw invalid(`${where}: instance name ${JSON.stringify(name)} is not valid`);
-  const indices = arr(f, 'indices').map((x) => int({ index: x }, 'index', 0, MAX_INDEX));
-  const bindings = arr(f, 'bindings').map((b, i) => binding(b, `${where}.bindings[${i}]`));
-  for (const b of bindings) {
-    if (!indices.includes(b.index)) throw invalid(`${where}: binding of loop${b.index} has no index`);
-  }
+/** A copy of a state with each binding's options converted. */
+function convert<A, B>(s: StateShape<A>, options: (o: A) => B): StateShape<B> {
   return {
-    name,
-    max: int(f, 'max', 0, MAX_DEVICES),
-    uid: int(f, 'uid', 0, 2 ** 32 - 2),
-    gid: int(f, 'gid', 0, 2 ** 32 - 2),
-    mode: int(f, 'mode', 0, 0o777),
-    indices,
-    bindings,
+    owners: s.owners.map((o) => ({ uid: o.uid, max: o.max })),
+    instances: s.instances.map((i) => ({
+      name: i.name,
+      max: i.max,
+      uid: i.uid,
+      gid: i.gid,
+      mode: i.mode,
+      indices: [...i.indices],
+      bindings: i.bindings.map((b) => ({
+        index: b.index,
+        backing: { path: b.backing.path, dev: b.backing.dev, ino: b.backing.ino },
+        options: options(b.options),
+        boundBy: { uid: b.boundBy.uid, gid: b.boundBy.gid },
+      })),
+    })),
   };
 }
 
-/** Checks parsed state-file content; throws an EINVAL naming the first problem. */
-export function checkState(value: unknown): StateData {
-  const f = rec(value, 'the state');
-  if (f['version'] !== STATE_VERSION) throw invalid(`unsupported state version ${JSON.stringify(f['version'])}`);
-  const owners = arr(f, 'owners').map((o, i) => {
-    const r = rec(o, `owners[${i}]`);
-    return { uid: int(r, 'uid', 0, 2 ** 32 - 2), max: int(r, 'max', 0, MAX_DEVICES) };
-  });
-  const instances = arr(f, 'instances').map((x, i) => instance(x, `instances[${i}]`));
-  const names = new Set<string>();
-  for (const i of instances) {
-    if (names.has(i.name)) throw invalid(`instance ${i.name} appears twice`);
-    names.add(i.name);
+// The stored options are the bind options of the same names. Should the bind options be
+// renamed or changed, these two functions are where the stored names are mapped (and
+// the compiler points here): the stored format stays as it is. Stored options are
+// checked as bind options when each binding is restored (restore.ts), not here: one bad
+// binding must not cost the whole file.
+
+function optionsToRecord(o: BindOptions): StoredOptions {
+  const out: Record<string, number | boolean | string> = {};
+  for (const key of STORED_OPTION_KEYS) out[key] = o[key];
+  for (const key of STORED_TUNING_KEYS) {
+    const v = o[key];
+    if (v !== undefined) out[key] = v;
   }
-  return { version: STATE_VERSION, owners, instances };
+  return out as StoredOptions;
 }
 
-export function isStateData(value: unknown): value is StateData {
-  try {
-    checkState(value);
-    return true;
-  } catch {
-    return false;
-  }
+function optionsFromRecord(o: StoredOptions): StoredOptions {
+  return { ...o };
+}
+
+/** The runtime state as it is written to the state file. */
+export function toRecord(state: StateData): StoredState {
+  return { version: STATE_VERSION, ...convert(state, optionsToRecord) };
+}
+
+/** A checked state record as the daemon restores it. */
+export function fromRecord(record: StoredState): SavedState {
+  return convert(record, optionsFromRecord);
 }

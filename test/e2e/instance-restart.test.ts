@@ -1,11 +1,12 @@
 // Restart: SIGTERM stops every device; a new daemon on the same state file restores
 // instances, limits and owners, rebinds devices whose image is still the same file,
-// reports the others, and the data is intact. A corrupt state file is kept aside.
+// reports the others, and the data is intact. A corrupt state file is kept aside; one
+// of a newer version keeps the daemon from starting.
 import t from 'tap';
 import { existsSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { MiB, readDirect, sparseImage, workDir, writeDirect } from '../helpers/e2e.js';
+import { CLI, MiB, readDirect, run, sparseImage, workDir, writeDirect } from '../helpers/e2e.js';
 import { startDaemon, ublkCount } from '../helpers/daemon.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -67,6 +68,18 @@ t.test('a corrupt state file is reported and kept aside, not overwritten', async
   const aside = readdirSync(dir).filter((n) => n.startsWith('state.json.corrupt-'));
   t.equal(aside.length, 1, 'one file kept aside');
   t.equal(readFileSync(join(dir, aside[0] as string), 'utf8'), '{"version":1,"instances":[{"name":"a"', 'with its content');
-  t.match(JSON.parse(readFileSync(state, 'utf8')), { version: 1, instances: [] }, 'a fresh state is written');
+  t.match(JSON.parse(readFileSync(state, 'utf8')), { version: 2, instances: [] }, 'a fresh state is written');
   t.equal(d.cli(['instance', 'list', '--json']).stdout.trim(), '[]');
+});
+
+t.test('a state file of a newer version stops the daemon from starting, and is left as it is', async (t) => {
+  const dir = workDir(t);
+  const state = join(dir, 'state.json');
+  const newer = '{"version":99,"owners":[],"instances":[{"name":"kept","future":true}]}\n';
+  writeFileSync(state, newer);
+  const r = run(process.execPath, [CLI, 'daemon', '--socket', join(dir, 'admin.sock'), '--root', join(dir, 'run'), '--state', state], { timeout: 60_000 });
+  t.not(r.status, 0, 'the daemon exits with an error');
+  t.match(r.stderr, `state file ${state} has version 99`, 'naming the file and its version');
+  t.equal(readFileSync(state, 'utf8'), newer, 'the file is untouched');
+  t.same(readdirSync(dir).filter((n) => n.startsWith('state.json')), ['state.json'], 'and not moved aside');
 });

@@ -3,9 +3,12 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync, open
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InstanceManager, type BoundDevice } from '../../lib/instance/index.js';
-import { readState, restore, snapshot, writeState, checkState, isStateData, type StateData } from '../../lib/state/index.js';
+import {
+  STATE_VERSION, StateVersionError, StateWriter, checkStoredState, readState, restore, snapshot, upgradeState, writeState, type StateData,
+} from '../../lib/state/index.js';
 import type { BindOptions } from '../../lib/protocol/index.js';
 
+const FIXTURES = join(import.meta.dirname, '..', 'fixtures');
 const OPTS: BindOptions = { offset: 4096, sizeLimit: 0, readOnly: true, directIo: false, blockSize: 4096, queues: 2, depth: 32, autoclear: false };
 
 function fakeManager() {
@@ -25,51 +28,128 @@ function fakeManager() {
 }
 
 const SAMPLE: StateData = {
-  version: 1,
   owners: [{ uid: 1001, max: 10 }],
   instances: [
     { name: 'a', max: 2, uid: 1001, gid: 1001, mode: 0o660, indices: [0, 1, 2, 5], bindings: [
-      { index: 0, backing: { path: '/img/a0', dev: 10, ino: 100 }, options: OPTS },
+      { index: 0, backing: { path: '/img/a0', dev: 10, ino: 100 }, options: OPTS, boundBy: { uid: 1001, gid: 1001 } },
       { index: 1, backing: { path: '/img/a1', dev: 10, ino: 101 }, options: OPTS, boundBy: { uid: 0, gid: 0 } },
-      { index: 5, backing: { path: '/img/gone', dev: 10, ino: 105 }, options: OPTS },
+      { index: 5, backing: { path: '/img/gone', dev: 10, ino: 105 }, options: OPTS, boundBy: { uid: 1001, gid: 1001 } },
     ] },
     { name: 'b', max: 8, uid: 1002, gid: 1002, mode: 0o600, indices: [], bindings: [] },
   ],
 };
 
-t.test('writeState replaces the file atomically and leaves no temp file', async (t) => {
+function tempState(): { dir: string; path: string } {
   const dir = mkdtempSync(join(tmpdir(), 'ubloop-state-'));
-  const path = join(dir, 'state.json');
+  return { dir, path: join(dir, 'state.json') };
+}
+
+t.test('writeState replaces the file atomically and leaves no temp file', async (t) => {
+  const { dir, path } = tempState();
   writeFileSync(path, 'old');
-  writeState(path, SAMPLE);
-  t.same(JSON.parse(readFileSync(path, 'utf8')), SAMPLE);
+  await writeState(path, SAMPLE);
+  t.match(JSON.parse(readFileSync(path, 'utf8')), { version: STATE_VERSION, owners: SAMPLE.owners });
   t.same(readdirSync(dir), ['state.json'], 'no temp file left');
-  t.same(readState(path), { kind: 'ok', state: SAMPLE });
+  t.same(readState(path), { kind: 'ok', state: SAMPLE, from: STATE_VERSION });
+});
+
+t.test('the stored format is pinned: what is written is exactly the version 2 fixture', async (t) => {
+  // A renamed or added field of the protocol's bind options must not change this file.
+  const { path } = tempState();
+  const fixture = readFileSync(join(FIXTURES, 'state-v2.json'), 'utf8');
+  const record = readState(join(FIXTURES, 'state-v2.json'));
+  t.equal(record.kind, 'ok');
+  if (record.kind !== 'ok') return;
+  await writeState(path, record.state);
+  t.equal(readFileSync(path, 'utf8'), fixture);
+});
+
+t.test('a version 1 state file (the format before issue 11) loads and is migrated', async (t) => {
+  // written by the version 1 writer (writeState(snapshot(manager)) of commit 7197e47)
+  const { path } = tempState();
+  writeFileSync(path, readFileSync(join(FIXTURES, 'state-v1.json')));
+  const r = readState(path);
+  t.equal(r.kind, 'ok');
+  if (r.kind !== 'ok') return;
+  t.equal(r.from, 1, 'read as version 1');
+  t.same(r.state.owners, [{ uid: 1001, max: 10 }]);
+  t.same(r.state.instances.map((i) => [i.name, i.max, i.uid, i.gid, i.mode, i.indices]), [
+    ['ci', 4, 1001, 1001, 0o660, [0, 1, 5]],
+    ['empty', 8, 1002, 1002, 0o600, []],
+  ]);
+  t.same(r.state.instances[0]?.bindings, [
+    {
+      index: 0,
+      backing: { path: '/srv/images/ci0.img', dev: 2049, ino: 131075 },
+      options: { offset: 4096, sizeLimit: 0, readOnly: true, directIo: false, blockSize: 4096, queues: 2, depth: 32, autoclear: false },
+      boundBy: { uid: 1001, gid: 1001 },
+    },
+    {
+      index: 5,
+      backing: { path: '/srv/images/ci5.img', dev: 2049, ino: 131080 },
+      options: { offset: 0, sizeLimit: 1048576, readOnly: false, directIo: true, blockSize: 512, queues: 1, depth: 128, autoclear: true },
+      boundBy: { uid: 0, gid: 0 },
+    },
+  ]);
+  await writeState(path, r.state);
+  t.equal(readFileSync(path, 'utf8'), readFileSync(join(FIXTURES, 'state-v2.json'), 'utf8'), 'written back as the version 2 fixture');
+});
+
+t.test('version 1 without boundBy and with options left out gets what version 1 meant', async (t) => {
+  // Files written before boundBy existed, read by version 1 through the protocol's
+  // bind checker: a missing option took the protocol's default of the time.
+  const v1 = JSON.parse(readFileSync(join(FIXTURES, 'state-v1.json'), 'utf8'));
+  delete v1.instances[0].bindings[1].boundBy;
+  v1.instances[0].bindings[1].options = { readOnly: true };
+  const { state, from } = upgradeState(v1, 'state.json');
+  t.equal(from, 1);
+  t.same(state.instances[0]?.bindings[1]?.boundBy, { uid: 1001, gid: 1001 }, 'the instance owner\'s rights');
+  t.same(state.instances[0]?.bindings[1]?.options, { offset: 0, sizeLimit: 0, readOnly: true, directIo: false, blockSize: 512, queues: 1, depth: 128, autoclear: false });
+});
+
+t.test('a state file of a newer version is refused with its version and path, and left where it is', async (t) => {
+  const { dir, path } = tempState();
+  const newer = JSON.stringify({ version: STATE_VERSION + 1, owners: [], instances: [{ name: 'x', shiny: true }] });
+  writeFileSync(path, newer);
+  const r = readState(path);
+  t.match(r, { kind: 'newer', version: STATE_VERSION + 1 });
+  if (r.kind !== 'newer') return;
+  t.match(r.problem, `state file ${path} has version ${STATE_VERSION + 1}, newer than this ubloop understands (${STATE_VERSION})`);
+  t.same(readdirSync(dir), ['state.json'], 'not moved aside');
+  t.equal(readFileSync(path, 'utf8'), newer, 'not changed');
+  t.throws(() => upgradeState(JSON.parse(newer), path), StateVersionError);
 });
 
 t.test('a corrupt or invalid state file is reported and moved aside, never reused', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'ubloop-state-'));
-  const path = join(dir, 'state.json');
-  writeFileSync(path, '{"version":1,"owners":[],"instan');
+  const { dir, path } = tempState();
+  writeFileSync(path, '{"version":2,"owners":[],"instan');
   const r = readState(path, new Date('2026-01-02T03:04:05.678Z'));
   t.equal(r.kind, 'corrupt');
   if (r.kind !== 'corrupt') return;
   t.match(r.problem, /not valid JSON/);
   t.equal(r.movedTo, `${path}.corrupt-2026-01-02T03-04-05-678Z`);
   t.notOk(existsSync(path), 'the bad file no longer sits where the next write goes');
-  t.equal(readFileSync(r.movedTo as string, 'utf8'), '{"version":1,"owners":[],"instan', 'its content is kept');
-  writeFileSync(path, JSON.stringify({ ...SAMPLE, instances: [{ ...SAMPLE.instances[0], max: -3 }] }));
-  const r2 = readState(path);
-  t.match(r2, { kind: 'corrupt', problem: /"max" must be from 0 to 1048576, got -3/ });
+  t.equal(readFileSync(r.movedTo as string, 'utf8'), '{"version":2,"owners":[],"instan', 'its content is kept');
+  await writeState(path, SAMPLE);
+  const bad = JSON.parse(readFileSync(path, 'utf8'));
+  bad.instances[0].max = -3;
+  writeFileSync(path, JSON.stringify(bad));
+  t.match(readState(path), { kind: 'corrupt', problem: /instances\[0\]\.max must be an integer from 0 to 2147483647, got -3/ });
+  writeFileSync(path, JSON.stringify({ owners: [], instances: [] }));
+  t.match(readState(path), { kind: 'corrupt', problem: /has no valid version \(got nothing\)/ });
   t.same(readState(join(dir, 'none.json')), { kind: 'missing' });
 });
 
 t.test('state checks name the problem', async (t) => {
-  t.ok(isStateData(SAMPLE));
-  t.throws(() => checkState({ ...SAMPLE, version: 2 }), /unsupported state version 2/);
-  t.throws(() => checkState({ ...SAMPLE, instances: [SAMPLE.instances[1], SAMPLE.instances[1]] }), /instance b appears twice/);
-  const orphan = { ...SAMPLE.instances[0], indices: [1] };
-  t.throws(() => checkState({ ...SAMPLE, instances: [orphan] }), /binding of loop0 has no index/);
+  const record = JSON.parse(readFileSync(join(FIXTURES, 'state-v2.json'), 'utf8'));
+  t.ok(checkStoredState(record));
+  const twice = { ...record, instances: [record.instances[1], record.instances[1]] };
+  t.throws(() => checkStoredState(twice), /instance empty appears twice/);
+  const orphan = { ...record, instances: [{ ...record.instances[0], indices: [1] }] };
+  t.throws(() => checkStoredState(orphan), /the binding of loop0 has no index/);
+  const noBoundBy = structuredClone(record);
+  delete noBoundBy.instances[0].bindings[0].boundBy;
+  t.throws(() => checkStoredState(noBoundBy), /instances\[0\]\.bindings\[0\]\.boundBy must be an object/, 'version 2 spells out boundBy');
 });
 
 t.test('restore brings back instances, limits, owners and matching bindings, and reports the rest', async (t) => {
@@ -94,8 +174,111 @@ t.test('restore brings back instances, limits, owners and matching bindings, and
   t.equal(m.ownerMax(1001), 10);
   t.match(m.info(m.get('b')), { uid: 1002, gid: 1002, mode: 0o600, max: 8 });
   const again = snapshot(m);
-  t.same(principals[0], { uid: 1001, gid: 1001 }, 'without boundBy, the owner\'s rights are checked');
-  t.same(principals[1], { uid: 0, gid: 0 }, 'with boundBy, those rights');
-  t.same(again.instances[0]?.bindings, [{ ...SAMPLE.instances[0]?.bindings[0], boundBy: { uid: 1001, gid: 1001 } }], 'the snapshot holds what is bound now');
+  t.same(principals[0], { uid: 1001, gid: 1001 }, 'the rights that bound it are checked');
+  t.same(principals[1], { uid: 0, gid: 0 }, 'root\'s, for what root bound');
+  t.same(again.instances[0]?.bindings, [SAMPLE.instances[0]?.bindings[0]], 'the snapshot holds what is bound now');
   t.same(again.owners, SAMPLE.owners);
+});
+
+t.test('a tuned binding keeps its tuning across a restart; a bad stored option fails that binding only', async (t) => {
+  const tuned: BindOptions = { ...OPTS, readOnly: false, maxIoBytes: 1 << 20, discard: false, pollUs: 0, copy: 'kernel', scheduler: 'mq-deadline' };
+  const state: StateData = {
+    owners: [],
+    instances: [{ name: 't', max: 4, uid: 0, gid: 0, mode: 0o600, indices: [0, 1], bindings: [
+      { index: 0, backing: { path: '/img/t0', dev: 10, ino: 200 }, options: tuned, boundBy: { uid: 0, gid: 0 } },
+      { index: 1, backing: { path: '/img/t1', dev: 10, ino: 201 }, options: OPTS, boundBy: { uid: 0, gid: 0 } },
+    ] }],
+  };
+  const { path } = tempState();
+  await writeState(path, state);
+  const stored = JSON.parse(readFileSync(path, 'utf8')) as { instances: { bindings: { options: Record<string, unknown> }[] }[] };
+  t.match(stored.instances[0]?.bindings[0]?.options, { maxIoBytes: 1 << 20, discard: false, pollUs: 0, copy: 'kernel', scheduler: 'mq-deadline' });
+  t.notOk('copy' in (stored.instances[0]?.bindings[1]?.options ?? {}), 'untuned options are not written (the default then is the day\'s default)');
+  // a stored copy mode this build does not know: that binding fails, the other comes back
+  const bound = stored.instances[0]?.bindings[1];
+  if (bound) bound.options['copy'] = 'warp';
+  writeFileSync(path, JSON.stringify(stored));
+  const r = readState(path);
+  t.equal(r.kind, 'ok');
+  if (r.kind !== 'ok') return;
+  const { m } = fakeManager();
+  const report = await restore(m, r.state, (b) => ({ fd: openSync('/dev/null', 'r'), dev: 10, ino: b.backing.ino }));
+  t.same(report.rebound, [{ instance: 't', index: 0, path: '/img/t0' }]);
+  t.match(report.failed, [{ instance: 't', index: 1, reason: /copy/ }]);
+  t.same(snapshot(m).instances[0]?.bindings[0]?.options, tuned, 'the restored binding has the tuning it was bound with');
+});
+
+/** A StateWriter over a fake write that takes `ms` and records the state it wrote. */
+function fakeWriter(ms: number) {
+  let n = 0;
+  const written: number[] = [];
+  const w = new StateWriter({
+    path: '/nowhere',
+    take: () => ({ owners: [{ uid: 0, max: n }], instances: [] }),
+    failed: () => undefined,
+    write: async (_path, state) => {
+      await new Promise((r) => setTimeout(r, ms));
+      written.push(state.owners[0]?.max ?? -1);
+    },
+  });
+  const change = () => {
+    n++;
+    w.changed();
+  };
+  return { w, written, change };
+}
+
+t.test('state writes are coalesced: changes in one turn, or while a write is in flight, go out together', async (t) => {
+  const { w, written, change } = fakeWriter(20);
+  change();
+  change();
+  change();
+  await w.flush();
+  t.same(written, [3], 'three changes, one write of the latest state');
+  change();
+  await new Promise((r) => setTimeout(r, 5)); // the write of 4 is in flight
+  change();
+  change();
+  await w.flush();
+  t.same(written, [3, 4, 6], 'the changes made during a write are merged into the next');
+  await w.flush();
+  t.equal(w.writes, 3, 'nothing to write, no write');
+});
+
+t.test('a request\'s changes are written once, before its reply; a request that changed nothing does not wait', async (t) => {
+  const { w, written, change } = fakeWriter(30);
+  const result = await w.during(async () => {
+    change();
+    await new Promise((r) => setTimeout(r, 40)); // e.g. the device being created
+    change();
+    t.same(written, [], 'nothing written while the request runs');
+    return 'reply';
+  });
+  t.equal(result, 'reply');
+  t.same(written, [2], 'written once, and on disk when the request resolves');
+  await t.rejects(w.during(async () => {
+    change();
+    throw new Error('bind failed');
+  }), /bind failed/);
+  t.same(written, [2, 3], 'a failed request\'s changes are written too, before its error reply');
+  change(); // outside a request: written in the background
+  const start = Date.now();
+  await w.during(async () => 'list');
+  t.ok(Date.now() - start < 25, 'a read does not wait for a write it did not cause');
+  await w.close();
+  change();
+  await w.flush();
+  t.same(written, [2, 3, 4], 'after close, changes are no longer written');
+});
+
+t.test('a change from a callback set up during a finished request is still written', async (t) => {
+  const { w, written, change } = fakeWriter(5);
+  await w.during(async () => {
+    change();
+    // e.g. a CUSE ioctl handler registered by instance.create: runs in its context later
+    setTimeout(change, 20);
+  });
+  t.same(written, [1]);
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  t.same(written, [1, 2], 'written although it ran in the ended request\'s context');
 });

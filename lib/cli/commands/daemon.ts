@@ -1,6 +1,7 @@
 // ubloop daemon: the long-lived process that owns every instance device. Foreground,
 // logs to stderr; SIGTERM/SIGINT stop every device and exit 0.
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
+import { DEFAULT_ROOT, DEFAULT_SOCKET, DEFAULT_STATE } from '../../daemon/paths.js';
 
 interface DaemonArgs {
   socket: string;
@@ -13,9 +14,9 @@ interface DaemonArgs {
 
 function withDaemonOptions(y: Argv): Argv<DaemonArgs> {
   return y
-    .option('socket', { type: 'string', default: '/run/ubloop/control.sock', describe: 'admin socket (root only)' })
-    .option('state', { type: 'string', default: '/var/lib/ubloop/state.json', describe: 'state file (instances, limits, bindings)' })
-    .option('root', { type: 'string', default: '/run/ubloop', describe: 'directory holding instances/NAME/' })
+    .option('socket', { type: 'string', default: DEFAULT_SOCKET, describe: 'admin socket (root only)' })
+    .option('state', { type: 'string', default: DEFAULT_STATE, describe: 'state file (instances, limits, bindings)' })
+    .option('root', { type: 'string', default: DEFAULT_ROOT, describe: 'directory holding instances/NAME/' })
     .option('autoclear-grace', { type: 'number', default: 5000, describe: 'ms an autoclear device must sit unused after its client left' })
     .option('sweep-interval', {
       type: 'number',

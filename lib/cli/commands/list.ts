@@ -83,9 +83,8 @@ async function collect(args: ListArgs): Promise<Entry[]> {
 
 async function daemonDevices(args: ListArgs): Promise<DeviceEntry[]> {
   const { readdirSync } = await import('node:fs');
-  const { join } = await import('node:path');
   const { DaemonClient } = await import('../../daemon/client.js');
-  const { instanceSocket } = await import('../../daemon/paths.js');
+  const { instanceSocket, instancesDir } = await import('../../daemon/paths.js');
   const ask = async (path: string): Promise<DeviceEntry[]> => {
     const c = DaemonClient.connect(path);
     try {
@@ -103,7 +102,7 @@ async function daemonDevices(args: ListArgs): Promise<DeviceEntry[]> {
   const out: DeviceEntry[] = [];
   let names: string[] = [];
   try {
-    names = readdirSync(join(args.root, 'instances')).sort();
+    names = readdirSync(instancesDir(args.root)).sort();
   } catch {
     // no instances
   }
