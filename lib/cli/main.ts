@@ -21,6 +21,11 @@ function commands(cli: Argv): Argv {
 
 /** Runs the CLI; resolves to the process exit code. */
 export async function main(argv: string[]): Promise<number> {
+  // losetup reads its command line as util-linux does (getopt), not through yargs.
+  if (argv[0] === 'losetup') {
+    const { losetupMain } = await import('./commands/losetup.js');
+    return losetupMain(argv.slice(1));
+  }
   let exitCode = 0;
   const cli = commands(yargs(argv).scriptName('ubloop'))
     .demandCommand(1, 'name a command (see --help)')
