@@ -61,8 +61,39 @@ function request(socket: string, message: Record<string, unknown>, fds: number[]
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Starts `ubloop daemon` in the background, as socket activation would, and waits for its socket. */
+/** contrib/ubloop.socket: connecting to it makes systemd start ubloop.service. */
+export const ACTIVATION_SOCKET = '/run/ubloop-activate.sock';
+
+async function waitForSocket(path: string, gone: () => boolean): Promise<void> {
+  const end = Date.now() + 120_000;
+  while (!existsSync(path)) {
+    if (gone() || Date.now() > end) throw new Error('the ubloop daemon did not start (run "ubloop daemon" by hand to see why)');
+    await sleep(50);
+  }
+}
+
+/**
+ * Starts the daemon: through systemd's ubloop.socket when it is installed (and the
+ * default socket is used), else `ubloop daemon` in the background. Says so on stderr.
+ */
 async function startDaemon(ctx: Ctx): Promise<void> {
+  if (ctx.socket === DEFAULT_SOCKET && existsSync(ACTIVATION_SOCKET)) {
+    const { connect } = await import('node:net');
+    const conn = connect(ACTIVATION_SOCKET);
+    const failed = await new Promise<boolean>((done) => {
+      conn.once('connect', () => done(false));
+      conn.once('error', () => done(true));
+    });
+    if (!failed) {
+      process.stderr.write(`${ctx.prog}: no ubloop daemon was running: started ubloop.service through ${ACTIVATION_SOCKET}\n`);
+      try {
+        await waitForSocket(ctx.socket, () => false);
+      } finally {
+        conn.destroy();
+      }
+      return;
+    }
+  }
   const cli = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..', 'bin', 'ubloop.js');
   const child = spawn(process.execPath, [cli, 'daemon', '--socket', ctx.socket, '--root', ctx.root, '--state', ctx.state], {
     detached: true,
@@ -70,11 +101,9 @@ async function startDaemon(ctx: Ctx): Promise<void> {
   });
   child.unref();
   process.stderr.write(`${ctx.prog}: no ubloop daemon was running: started one (pid ${child.pid ?? '?'}, socket ${ctx.socket})\n`);
-  const end = Date.now() + 120_000;
-  while (!existsSync(ctx.socket)) {
-    if (child.exitCode !== null || Date.now() > end) throw new Error(`the ubloop daemon did not start (see "ubloop daemon" run by hand)`);
-    await sleep(50);
-  }
+  let exited = false;
+  child.once('exit', () => (exited = true));
+  await waitForSocket(ctx.socket, () => exited);
 }
 
 /** The instance's socket, starting the daemon and creating the default instance when needed (root). */
@@ -126,7 +155,8 @@ function record(ctx: Ctx, d: DeviceEntry): LoopRecord {
   const o = d.options;
   return {
     name: nodeName(ctx, d.index),
-    autoclear: o?.autoclear ?? false,
+    // A lazy detach waiting for the last user shows as autoclear, as the kernel's does.
+    autoclear: (o?.autoclear ?? false) || d.detachPending,
     backFile: d.backing?.path ?? null,
     backIno: d.backing?.ino ?? null,
     backDev: d.backing?.dev ?? null,
@@ -283,7 +313,7 @@ async function show(ctx: Ctx, file: string | null, offset: bigint | null, out: O
 async function showOne(ctx: Ctx, device: string, out: OutputOptions): Promise<number> {
   let index: number;
   try {
-    index = await indexOf(ctx, device);
+    index = await useDevice(ctx, device);
   } catch (err) {
     ctx.warn(`${device}: failed to use device: ${strerror(err)}`);
     return 1;
@@ -298,15 +328,37 @@ async function showOne(ctx: Ctx, device: string, out: OutputOptions): Promise<nu
   return 0;
 }
 
-/** Each device: `op` (the action's request), failures as "DEV: WHAT failed: strerror". */
+/**
+ * The index a device argument names, if the instance has it (util-linux 2.38's
+ * is_loopdev + loopcxt_set_device); throws ENODEV ("No such device") otherwise.
+ */
+async function useDevice(ctx: Ctx, device: string): Promise<number> {
+  let index: number;
+  try {
+    index = await indexOf(ctx, device);
+  } catch {
+    throw Object.assign(new Error(`${device} is not a device of instance ${ctx.instance}`), { code: 'ENODEV' });
+  }
+  if (!(await devices(ctx)).some((d) => d.index === index)) {
+    throw Object.assign(new Error(`loop${index} does not exist in instance ${ctx.instance}`), { code: 'ENODEV' });
+  }
+  return index;
+}
+
+/**
+ * Each device: `op` (the action's request), failures as "DEV: WHAT failed: strerror".
+ * The first device must exist (util-linux checks it while reading the options and
+ * stops); a later one that does not is reported and skipped.
+ */
 async function eachDevice(ctx: Ctx, devicesToDo: string[], what: string, op: (sock: string, index: number) => Promise<unknown>): Promise<number> {
   let failed = 0;
-  for (const device of devicesToDo) {
+  for (const [i, device] of devicesToDo.entries()) {
     let index: number;
     try {
-      index = await indexOf(ctx, device);
+      index = await useDevice(ctx, device);
     } catch (err) {
-      ctx.warn(`${device}: ${what} failed: ${strerror(err)}`);
+      ctx.warn(`${device}: failed to use device: ${strerror(err)}`);
+      if (i === 0) return 1;
       failed++;
       continue;
     }
@@ -437,16 +489,11 @@ export async function losetupMain(argv: readonly string[], prog = progName()): P
       }
       case 'remove':
         return await eachDevice(ctx, cmd.devices, 'remove', (sock, index) => request(sock, { op: 'loop.remove', index }));
-      case 'set-capacity':
-        return await eachDevice(ctx, [cmd.device], 'set capacity', async (sock, index) => {
-          try {
-            await request(sock, { op: 'resize', index });
-          } catch (err) {
-            // Say why, beyond strerror: the kernel may lack ublk's UPDATE_SIZE (Linux 6.16+).
-            if (!verbose && err instanceof Error) process.stderr.write(`${prog}: ${cmd.device}: ${err.message}\n`);
-            throw err;
-          }
-        });
+      case 'set-capacity': {
+        // Says why beyond strerror: ublk resizes only with UPDATE_SIZE (Linux 6.16+).
+        const explain: Ctx = { ...ctx, why: (err) => ctx.warn(`${cmd.device}: ${err instanceof Error ? err.message : String(err)}`) };
+        return await eachDevice(explain, [cmd.device], 'set capacity', (sock, index) => request(sock, { op: 'resize', index }));
+      }
       case 'set-dio':
       case 'set-blocksize': {
         const what = cmd.action === 'set-dio' ? 'set direct io' : 'set logical block size';

@@ -1,12 +1,11 @@
 // losetup's output from device records, as util-linux prints it: the plain `-a` lines,
 // and the libsmartcols table (aligned columns, --raw, -n) and JSON. Pure.
+import { splitDev, type DevNum } from '../../devnum.js';
 import { columnInfo, type ColumnName } from './columns.js';
 import type { OutputOptions } from './parse.js';
 
-export interface DevNumber {
-  major: number;
-  minor: number;
-}
+/** A major:minor pair. */
+export type DevNumber = DevNum;
 
 /** One bound device as losetup shows it. */
 export interface LoopRecord {
@@ -29,14 +28,6 @@ export interface LoopRecord {
   ref: string | null;
 }
 
-/** glibc's major()/minor() of an encoded dev_t. */
-export function splitDevT(dev: number): DevNumber {
-  const d = BigInt(dev);
-  const major = Number(((d >> 8n) & 0xfffn) | ((d >> 32n) & ~0xfffn));
-  const minor = Number((d & 0xffn) | ((d >> 12n) & ~0xffn));
-  return { major, minor };
-}
-
 /** One cell's text, '' for empty; `compact`: raw or JSON output (no padding inside MAJ:MIN). */
 export function cellText(r: LoopRecord, col: ColumnName, compact: boolean): string {
   const flag = (b: boolean) => (b ? '1' : '0');
@@ -47,7 +38,7 @@ export function cellText(r: LoopRecord, col: ColumnName, compact: boolean): stri
     case 'BACK-INO': return r.backIno ? String(r.backIno) : '';
     case 'BACK-MAJ:MIN': {
       if (!r.backDev) return '';
-      const { major, minor } = splitDevT(r.backDev);
+      const { major, minor } = splitDev(r.backDev);
       return compact ? `${major}:${minor}` : `${String(major).padStart(8)}:${String(minor).padEnd(3)}`;
     }
     case 'MAJ:MIN':
@@ -102,14 +93,16 @@ export function formatTable(records: readonly LoopRecord[], out: Pick<OutputOpti
       s += row.map((text, j) => `${I}${I}${I}${jsonString((cols[j] as string).toLowerCase())}: ${jsonValue(cols[j] as ColumnName, text)}`).join(',\n');
       s += '\n';
     });
-    if (rows.length > 0) s += `${I}${I}}\n`;
+    // libsmartcols 2.38 leaves an empty line in an empty array.
+    s += rows.length > 0 ? `${I}${I}}\n` : '\n';
     return `${s}${I}]\n}\n`;
   }
   if (records.length === 0) return '';
   const header = out.noHeadings ? [] : [cols.map((c) => c as string)];
   const all = [...header, ...rows];
   if (out.raw) return all.map((row) => `${row.map(rawEscape).join(' ')}\n`).join('');
-  const widths = cols.map((_c, j) => Math.max(...all.map((row) => (row[j] as string).length), out.noHeadings ? 0 : 0));
+  // The header's width counts even with -n (libsmartcols sizes columns by it).
+  const widths = cols.map((c, j) => Math.max(c.length, ...rows.map((row) => (row[j] as string).length)));
   return all
     .map((row) => {
       const cells = row.map((text, j) => {

@@ -84,8 +84,8 @@ interface LongOpt {
 
 const LONG: readonly LongOpt[] = [
   { name: 'all', has: 'no', code: c('a') },
-  { name: 'set-capacity', has: 'no', code: c('c') },
-  { name: 'detach', has: 'no', code: c('d') },
+  { name: 'set-capacity', has: 'required', code: c('c') },
+  { name: 'detach', has: 'required', code: c('d') },
   { name: 'detach-all', has: 'no', code: c('D') },
   { name: 'find', has: 'no', code: c('f') },
   { name: 'nooverlap', has: 'no', code: c('L') },
@@ -104,6 +104,7 @@ const LONG: readonly LongOpt[] = [
   { name: 'direct-io', has: 'optional', code: OPT_DIO },
   { name: 'raw', has: 'no', code: OPT_RAW },
   { name: 'show', has: 'no', code: OPT_SHOW },
+  { name: 'verbose', has: 'no', code: c('v') },
   { name: 'version', has: 'no', code: c('V') },
   { name: 'remove', has: 'no', code: OPT_REMOVE },
   { name: 'instance', has: 'required', code: OPT_INSTANCE },
@@ -113,22 +114,28 @@ const LONG: readonly LongOpt[] = [
 ];
 const UBLOOP_ONLY = new Set([OPT_INSTANCE, OPT_SOCKET, OPT_ROOT, OPT_STATE]);
 
-/** Short options: letter → takes an argument ("ab:cdDfhj:JlLno:O:PrV"). */
+/** Short options: letter → takes an argument (util-linux 2.38's "ab:c:d:Dfhj:JlLno:O:PrvV"). */
 const SHORT: ReadonlyMap<string, boolean> = new Map(
-  [...'ab:cdDfhj:JlLno:O:PrV'.matchAll(/([A-Za-z])(:?)/g)].map((m) => [m[1] as string, m[2] === ':']),
+  [...'ab:c:d:Dfhj:JlLno:O:PrvV'.matchAll(/([A-Za-z])(:?)/g)].map((m) => [m[1] as string, m[2] === ':']),
 );
 
-/** util-linux's mutually exclusive groups (ASCII order within and between groups). */
+/** util-linux 2.38's mutually exclusive groups, in its order (plus --remove, which 2.39 added). */
 const EXCLUSIVE: readonly (readonly number[])[] = [
   [c('D'), c('a'), c('c'), c('d'), c('f'), c('j'), OPT_REMOVE],
   [c('D'), c('c'), c('d'), c('f'), c('l'), OPT_REMOVE],
-  [c('D'), c('O'), c('c'), c('d'), c('f'), OPT_REMOVE],
+  [c('D'), c('c'), c('d'), c('f'), c('O'), OPT_REMOVE],
   [c('J'), OPT_RAW],
 ];
 
 function optName(code: number): string {
   const long = LONG.find((l) => l.code === code);
   return long ? `--${long.name}` : `-${String.fromCharCode(code)}`;
+}
+
+/** util-linux 2.38's refusal: the whole group (--remove only when it is one of the two). */
+function exclusiveMessage(group: readonly number[], a: number, b: number): string {
+  const shown = group.filter((o) => o !== OPT_REMOVE || a === OPT_REMOVE || b === OPT_REMOVE);
+  return `mutually exclusive arguments:${shown.map((o) => ` ${optName(o)}`).join('')}`;
 }
 
 interface Parsed {
@@ -223,6 +230,7 @@ export function parseLosetupArgs(argv: readonly string[]): LosetupCommand {
   let columns: ColumnName[] = [];
   let outarg: string | null = null;
   const exclusive: number[] = EXCLUSIVE.map(() => 0);
+  let device: string | null = null;
 
   for (const { code, arg } of opts) {
     if (UBLOOP_ONLY.has(code)) {
@@ -232,18 +240,25 @@ export function parseLosetupArgs(argv: readonly string[]): LosetupCommand {
       else ubloop.state = arg ?? null;
       continue;
     }
-    EXCLUSIVE.forEach((group, e) => {
-      if (!group.includes(code)) return;
-      const first = exclusive[e] as number;
-      if (first === 0) exclusive[e] = code;
-      else if (first !== code) throw new LosetupError([`options ${optName(first)} and ${optName(code)} cannot be combined`]);
-    });
+    // err_exclusive_options() exactly, with its early stops: the groups are meant to be in
+    // ASCII order, and where 2.38's are not (-O after -c), the option is not checked.
+    for (let e = 0; e < EXCLUSIVE.length && (EXCLUSIVE[e]?.[0] ?? Infinity) <= code; e++) {
+      const group = EXCLUSIVE[e] as readonly number[];
+      for (const op of group) {
+        if (op > code) break;
+        if (op !== code) continue;
+        const first = exclusive[e] as number;
+        if (first === 0) exclusive[e] = code;
+        else if (first !== code) throw new LosetupError([exclusiveMessage(group, first, code)]);
+        break;
+      }
+    }
     switch (code) {
       case c('a'): act = 'show'; break;
       case c('b'): sectorSize = size(arg as string, 'failed to parse logical block size'); break;
-      case c('c'): act = 'set-capacity'; break;
+      case c('c'): act = 'set-capacity'; device = arg as string; break;
       case c('r'): readOnly = true; break;
-      case c('d'): act = 'detach'; break;
+      case c('d'): act = 'detach'; device = arg as string; break;
       case c('D'): act = 'detach-all'; break;
       case c('f'): act = 'find-free'; break;
       case c('J'): json = true; break;
@@ -254,13 +269,15 @@ export function parseLosetupArgs(argv: readonly string[]): LosetupCommand {
       case OPT_RAW: raw = true; break;
       case c('o'): offset = size(arg as string, 'failed to parse offset'); break;
       case c('O'): outarg = arg as string; list = true; break;
+      // util-linux 2.39+ (2.38 needs -l with it)
       case OPT_OUTPUT_ALL: list = true; columns = COLUMNS.map((col) => col.name); break;
+      case c('v'): break; // --verbose: accepted, as 2.38 does (it says nothing more)
       case c('P'): partscan = true; break;
       case OPT_SHOW: show = true; break;
       case OPT_DIO:
         if (arg === undefined || arg === 'on') directIo = true;
         else if (arg === 'off') directIo = false;
-        else throw new LosetupError([`unsupported argument: ${arg}`]);
+        else throw new LosetupError([`argument error: '${arg}'`]);
         break;
       case OPT_SIZELIMIT: sizeLimit = size(arg as string, 'failed to parse size'); break;
       case c('h'): return { action: 'help', ubloop };
@@ -280,14 +297,13 @@ export function parseLosetupArgs(argv: readonly string[]): LosetupCommand {
   }
   if (list && columns.length === 0 && outarg === null) columns = [...DEFAULT_LIST_COLUMNS];
 
-  let device: string | null = null;
   if (act === 'find-free' && rest.length > 0) {
     act = 'create';
     file = rest.shift() as string;
     if (rest.length > 0) throw new LosetupError(['unexpected arguments']);
   }
   if (list && act === null && rest.length === 0) act = 'show';
-  if (act === 'set-capacity' || act === 'detach' || act === 'remove') {
+  if (act === 'remove') {
     if (rest.length === 0) throw new LosetupError(['no loop device specified']);
     device = rest.shift() as string;
   }
