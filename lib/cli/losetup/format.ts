@@ -28,8 +28,11 @@ export interface LoopRecord {
   ref: string | null;
 }
 
-/** One cell's text, '' for empty; `compact`: raw or JSON output (no padding inside MAJ:MIN). */
-export function cellText(r: LoopRecord, col: ColumnName, compact: boolean): string {
+/**
+ * One cell's text, '' for empty. MAJ:MIN and BACK-MAJ:MIN are padded inside the cell
+ * ("%3u:%-3u", "%8u:%-3u") in every format, raw and JSON too, as util-linux 2.38 does.
+ */
+export function cellText(r: LoopRecord, col: ColumnName): string {
   const flag = (b: boolean) => (b ? '1' : '0');
   switch (col) {
     case 'NAME': return r.name;
@@ -39,11 +42,10 @@ export function cellText(r: LoopRecord, col: ColumnName, compact: boolean): stri
     case 'BACK-MAJ:MIN': {
       if (!r.backDev) return '';
       const { major, minor } = splitDev(r.backDev);
-      return compact ? `${major}:${minor}` : `${String(major).padStart(8)}:${String(minor).padEnd(3)}`;
+      return `${String(major).padStart(8)}:${String(minor).padEnd(3)}`;
     }
     case 'MAJ:MIN':
-      if (!r.dev) return '';
-      return compact ? `${r.dev.major}:${r.dev.minor}` : `${String(r.dev.major).padStart(3)}:${String(r.dev.minor).padEnd(3)}`;
+      return r.dev ? `${String(r.dev.major).padStart(3)}:${String(r.dev.minor).padEnd(3)}` : '';
     case 'OFFSET': return String(r.offset);
     case 'PARTSCAN': return flag(r.partscan);
     case 'REF': return r.ref ?? '';
@@ -83,8 +85,7 @@ function jsonValue(col: ColumnName, text: string): string {
 /** The table of `losetup -l` (and -J, --raw, -n, -O) for the given records. */
 export function formatTable(records: readonly LoopRecord[], out: Pick<OutputOptions, 'json' | 'raw' | 'noHeadings' | 'columns'>): string {
   const cols = out.columns;
-  const compact = out.raw || out.json;
-  const rows = records.map((r) => cols.map((c) => cellText(r, c, compact)));
+  const rows = records.map((r) => cols.map((c) => cellText(r, c)));
   if (out.json) {
     const I = '   ';
     let s = `{\n${I}"loopdevices": [\n`;
