@@ -106,24 +106,40 @@ async function startDaemon(ctx: Ctx): Promise<void> {
   await waitForSocket(ctx.socket, () => exited);
 }
 
-/** The instance's socket, starting the daemon and creating the default instance when needed (root). */
-async function instanceReady(ctx: Ctx, create: boolean): Promise<string> {
-  const sock = instanceSocket(ctx.root, ctx.instance);
-  if (existsSync(sock)) return sock;
-  if (process.getuid?.() !== 0) return sock; // a user cannot start or create: the connect says why
-  if (!existsSync(ctx.socket)) {
-    if (!create) return sock;
-    await startDaemon(ctx);
+/** Whether a daemon answers at the admin socket (a socket file left by a dead one does not). */
+async function daemonUp(ctx: Ctx): Promise<boolean> {
+  if (!existsSync(ctx.socket)) return false;
+  try {
+    await request(ctx.socket, { op: 'ping' });
+    return true;
+  } catch (err) {
+    if (codeOf(err) === 'ECONNREFUSED' || codeOf(err) === 'ENOENT') return false;
+    throw err;
   }
+}
+
+/**
+ * The instance's socket, for a command that sets a device up. As root: starts the
+ * daemon when none answers, and creates the `default` instance when it is missing.
+ * Throws (ENOENT, with what to do) when the instance is not there.
+ */
+async function instanceReady(ctx: Ctx): Promise<string> {
+  const sock = instanceSocket(ctx.root, ctx.instance);
+  const root = process.getuid?.() === 0;
+  if (root && !(await daemonUp(ctx))) await startDaemon(ctx);
   if (existsSync(sock)) return sock;
-  if (ctx.instance === 'default' && create) {
+  if (root && ctx.instance === 'default') {
     try {
       await request(ctx.socket, { op: 'instance.create', name: 'default' });
     } catch (err) {
       if (codeOf(err) !== 'EEXIST') throw err;
     }
+    return sock;
   }
-  return sock;
+  const why = root
+    ? `create it first: ubloop instance create ${ctx.instance}`
+    : `ask root to create it for you (ubloop instance create ${ctx.instance} --owner UID:GID), and the daemon to run`;
+  throw Object.assign(new Error(`ubloop has no instance ${ctx.instance} (no ${sock}): ${why}`), { code: 'ENOENT' });
 }
 
 /** The instance's devices; none when there is no daemon or no such instance (util-linux shows nothing without loop devices). */
@@ -247,7 +263,14 @@ async function create(ctx: Ctx, cmd: { device: string | null; file: string; show
     return fail(err);
   }
   try {
-    const sock = await instanceReady(ctx, true);
+    let sock: string;
+    try {
+      sock = await instanceReady(ctx);
+    } catch (err) {
+      ctx.warn(`${cmd.file}: failed to set up loop device: ${strerror(err)}`);
+      ctx.warn(err instanceof Error ? err.message : String(err));
+      return 1;
+    }
     let index: number | undefined;
     if (cmd.device !== null) {
       try {
@@ -467,14 +490,15 @@ export async function losetupMain(argv: readonly string[], prog = progName()): P
       case 'show-one':
         return await showOne(ctx, cmd.device, cmd.output);
       case 'find-free': {
-        const sock = await instanceReady(ctx, true);
         try {
+          const sock = await instanceReady(ctx);
           const reply = await request(sock, { op: 'loop.get_free' });
           process.stdout.write(`${nodeName(ctx, Number(reply['index']))}\n`);
           return 0;
         } catch (err) {
           ctx.warn(`cannot find an unused loop device: ${strerror(err)}`);
-          ctx.why(err);
+          // ubloop's reason too (no instance, no daemon, the instance's limit), in its words
+          if (err instanceof Error && err.message !== strerror(err)) ctx.warn(err.message);
           return 1;
         }
       }
