@@ -16,7 +16,9 @@ import { fail } from './output.js';
 function commands(cli: Argv): Argv {
   return cli.command(serveCommand).command(featuresCommand).command(cleanupCommand)
     .command(daemonCommand).command(instanceCommand).command(attachCommand).command(detachCommand).command(listCommand)
-    .command(resizeCommand).command(udevCommand);
+    .command(resizeCommand).command(udevCommand)
+    // Listed for --help only: main() hands `losetup` its own getopt-style command line first.
+    .command({ command: 'losetup', describe: "util-linux losetup's options and output on ubloop devices (see ubloop losetup --help)", handler: () => undefined });
 }
 
 /** Runs the CLI; resolves to the process exit code. */
