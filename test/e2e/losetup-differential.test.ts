@@ -349,7 +349,8 @@ t.test('a script written for losetup runs unchanged with losetup shimmed to ublo
   const d = await startDaemon(t, dir);
   const bin = join(dir, 'bin');
   mkdirSync(bin);
-  writeFileSync(join(bin, 'losetup'), `#!/bin/sh\nexec ${process.execPath} ${ULOSETUP} --socket ${d.socket} --root ${d.root} "$@"\n`);
+  // losetup on PATH runs `ubloop losetup` (the main CLI's command, not the ubloop-losetup bin the table uses)
+  writeFileSync(join(bin, 'losetup'), `#!/bin/sh\nexec ${process.execPath} ${join(ROOT, 'bin', 'ubloop.js')} losetup --socket ${d.socket} --root ${d.root} "$@"\n`);
   chmodSync(join(bin, 'losetup'), 0o755);
   const script = [
     'set -e',
