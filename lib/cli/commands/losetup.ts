@@ -263,14 +263,7 @@ async function create(ctx: Ctx, cmd: { device: string | null; file: string; show
     return fail(err);
   }
   try {
-    let sock: string;
-    try {
-      sock = await instanceReady(ctx);
-    } catch (err) {
-      ctx.warn(`${cmd.file}: failed to set up loop device: ${strerror(err)}`);
-      ctx.warn(err instanceof Error ? err.message : String(err));
-      return 1;
-    }
+    // A named device first: its path names its instance (…/instances/NAME/loopN).
     let index: number | undefined;
     if (cmd.device !== null) {
       try {
@@ -279,6 +272,14 @@ async function create(ctx: Ctx, cmd: { device: string | null; file: string; show
         ctx.warn(`${cmd.device}: failed to use device: ${strerror(err)}`);
         return 1;
       }
+    }
+    let sock: string;
+    try {
+      sock = await instanceReady(ctx);
+    } catch (err) {
+      ctx.warn(`${cmd.file}: failed to set up loop device: ${strerror(err)}`);
+      ctx.warn(err instanceof Error ? err.message : String(err));
+      return 1;
     }
     if (s.noOverlap) {
       const end = (o: number, limit: number, size: number) => (limit > 0 ? o + limit : size);
