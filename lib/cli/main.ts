@@ -16,11 +16,18 @@ import { fail } from './output.js';
 function commands(cli: Argv): Argv {
   return cli.command(serveCommand).command(featuresCommand).command(cleanupCommand)
     .command(daemonCommand).command(instanceCommand).command(attachCommand).command(detachCommand).command(listCommand)
-    .command(resizeCommand).command(udevCommand);
+    .command(resizeCommand).command(udevCommand)
+    // Listed for --help only: main() hands `losetup` its own getopt-style command line first.
+    .command({ command: 'losetup', describe: "util-linux losetup's options and output on ubloop devices (see ubloop losetup --help)", handler: () => undefined });
 }
 
 /** Runs the CLI; resolves to the process exit code. */
 export async function main(argv: string[]): Promise<number> {
+  // losetup reads its command line as util-linux does (getopt), not through yargs.
+  if (argv[0] === 'losetup') {
+    const { losetupMain } = await import('./commands/losetup.js');
+    return losetupMain(argv.slice(1));
+  }
   let exitCode = 0;
   const cli = commands(yargs(argv).scriptName('ubloop'))
     .demandCommand(1, 'name a command (see --help)')
