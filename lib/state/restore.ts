@@ -33,7 +33,11 @@ export async function restore(manager: InstanceManager, state: SavedState, open:
   for (const saved of state.instances) {
     let inst;
     try {
-      inst = await manager.create({ name: saved.name, max: saved.max, uid: saved.uid, gid: saved.gid, mode: saved.mode });
+      inst = await manager.create({
+        name: saved.name, max: saved.max, uid: saved.uid, gid: saved.gid, mode: saved.mode,
+        ...(saved.maxDepth === undefined ? {} : { maxDepth: saved.maxDepth }),
+        ...(saved.maxMemory === undefined ? {} : { maxMemory: saved.maxMemory }),
+      });
     } catch (err) {
       report.failed.push({ instance: saved.name, reason: `instance not restored: ${(err as Error).message}` });
       continue;
