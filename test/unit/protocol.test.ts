@@ -44,6 +44,7 @@ t.test('bad requests get an error naming the problem', async (t) => {
     ['{"op":"bind","readonly":true}', 'EINVAL', /"bind" has no field "readonly"/],
     ['{"op":"instance.create","name":"../etc"}', 'EINVAL', /instance name "..\/etc" is not valid/],
     ['{"op":"instance.create","name":"a","max":-1}', 'EINVAL', /"max" must be from 0 to 1048576, got -1/],
+    ['{"op":"bind","path":"/tmp/a\\u0000b"}', 'EINVAL', /"path" must not contain a NUL character/],
     ['{"op":"instance.set","name":"a"}', 'EINVAL', /needs "max", "ownerMax", "maxDepth" or "maxMemory"/],
     ['{"op":"list","id":{}}', 'EINVAL', /"id" must be a number or a string/],
   ];
