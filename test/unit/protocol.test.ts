@@ -76,6 +76,8 @@ t.test('type guards accept exactly the valid messages', async (t) => {
 t.test('errorBody carries code, errno and message', async (t) => {
   t.same(errorBody(new UbloopError('ENOSPC', 'instance a is full')), { code: 'ENOSPC', errno: 28, message: 'instance a is full' });
   t.equal(errorBody(new Error('boom')).code, 'EIO');
+  const nodeError = Object.assign(new TypeError('bad argument'), { code: 'ERR_INVALID_ARG_VALUE' });
+  t.same(errorBody(nodeError), { code: 'EIO', errno: 5, message: 'internal error (ERR_INVALID_ARG_VALUE): bad argument' }, 'a code that is no errno never goes out as one');
 });
 
 t.test('LineReader splits lines and gives each its descriptors', async (t) => {
