@@ -372,6 +372,7 @@ function replyProblem(line: string): string | null {
   if (!e || typeof e['code'] !== 'string' || typeof e['errno'] !== 'number' || typeof e['message'] !== 'string') {
     return `a reply is neither ok nor a well-formed error: ${line.slice(0, 120)}`;
   }
+  if (!/^E[A-Z0-9]+$/.test(e['code']) || e['errno'] <= 0) return `an error code that is no errno: ${line.slice(0, 200)}`;
   if (e['code'] === 'EIO' && String(e['message']).startsWith('internal error')) return `an internal error: ${line.slice(0, 200)}`;
   return null;
 }
@@ -389,6 +390,18 @@ export async function fuzzSockets(o: FuzzOptions): Promise<FuzzReport> {
   try {
     while (report.inputs < o.inputs && report.failures.length < 10) {
       const probe = rng.pick(probes);
+      if (rng.chance(0.03)) {
+        // a client that goes away in the middle of a line, descriptors pending
+        const c = makeCase(rng, probe.target, fds, 0);
+        const bytes = Buffer.concat(c.pieces);
+        const gone = new Probe(probe.target);
+        gone.open();
+        gone.conn?.write(bytes.subarray(0, Math.max(1, rng.int(bytes.length))), rng.chance(0.7) ? [rng.pick(fds.all).fd] : []);
+        if (rng.chance(0.5)) await new Promise((r) => setImmediate(r));
+        gone.close();
+        report.inputs++;
+        continue;
+      }
       // a batch of cases, then one sync ping
       const batch = 1 + rng.int(20);
       const stream: Buffer[] = [];
