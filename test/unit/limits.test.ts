@@ -156,3 +156,24 @@ t.test('state: the limits persist when set and only then; the file reads back', 
   t.match(back.instances[0], { maxDepth: 32, maxMemory: 1 << 30 });
   t.throws(() => checkStoredState({ ...rec, instances: [{ ...a, maxDepth: -1 }] }), /maxDepth must be an integer/);
 });
+
+t.test('CLI: the daemon\'s caps and the instance\'s are checked before anything starts or is sent', async (t) => {
+  const { main } = await import('../../lib/cli/main.js');
+  const run = async (argv: string[]) => {
+    let err = '';
+    const write = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((s: string | Uint8Array) => ((err += String(s)), true)) as typeof process.stderr.write;
+    try {
+      return { code: await main(argv), err };
+    } finally {
+      process.stderr.write = write;
+    }
+  };
+  t.same(await run(['daemon', '--max-queue-depth', '0', '--socket', '/nonexistent/x.sock']), { code: 2, err: 'ubloop: --max-queue-depth must be a whole number of at least 1, got 0\n' });
+  t.same(await run(['daemon', '--max-devices', '-1', '--socket', '/nonexistent/x.sock']), { code: 2, err: 'ubloop: --max-devices must be a whole number of at least 0, got -1\n' });
+  t.same(await run(['daemon', '--max-memory', 'lots', '--socket', '/nonexistent/x.sock']), { code: 2, err: 'ubloop: --max-memory "lots" is not a size (examples: 4096, 512K, 256M, 1G)\n' });
+  t.same(await run(['instance', 'create', 'x', '--max-depth', 'none', '--socket', '/nonexistent/x.sock']), {
+    code: 2, err: 'ubloop: --max-depth none is for "instance set" (a new instance has no limit unless given one)\n',
+  });
+  t.same(await run(['instance', 'set', 'x', '--max-depth', '1.5', '--socket', '/nonexistent/x.sock']), { code: 2, err: 'ubloop: --max-depth must be a whole number or "none", got "1.5"\n' });
+});
