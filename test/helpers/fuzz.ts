@@ -84,6 +84,8 @@ export interface FuzzReport {
 interface Fds {
   image: number;
   all: { name: string; fd: number }[];
+  /** Adds a /dev/ublkcN (O_PATH) once one exists: the daemon's own, passing it must do no harm. */
+  findUblkChar(): void;
   close(): void;
 }
 
@@ -113,19 +115,21 @@ async function openFds(dir: string): Promise<{ fds: Fds; server: Server }> {
     { name: 'char-device', fd: openSync('/dev/null', 'r+') },
     { name: 'socket', fd: serverFd },
   ];
-  // a ublk char device, if one is reachable (the daemon's own: passing it must do no harm)
-  try {
-    const c = readdirSync('/dev').find((n) => /^ublkc\d+$/.test(n));
-    if (c) all.push({ name: c, fd: openSync(join('/dev', c), O_PATH) });
-  } catch {
-    // none
-  }
   const imageFd = all[0]?.fd as number;
   return {
     server,
     fds: {
       image: imageFd,
       all,
+      findUblkChar: () => {
+        if (all.some((f) => f.name.startsWith('ublkc'))) return;
+        try {
+          const c = readdirSync('/dev').find((n) => /^ublkc\d+$/.test(n));
+          if (c) all.push({ name: c, fd: openSync(join('/dev', c), O_PATH) });
+        } catch {
+          // gone meanwhile
+        }
+      },
       close: () => {
         for (const { fd, name } of all) if (name !== 'socket') closeSync(fd);
       },
@@ -390,6 +394,7 @@ export async function fuzzSockets(o: FuzzOptions): Promise<FuzzReport> {
   try {
     while (report.inputs < o.inputs && report.failures.length < 10) {
       const probe = rng.pick(probes);
+      if (sync % 50 === 0) fds.findUblkChar();
       if (rng.chance(0.03)) {
         // a client that goes away in the middle of a line, descriptors pending
         const c = makeCase(rng, probe.target, fds, 0);
