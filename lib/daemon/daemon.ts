@@ -7,6 +7,7 @@ import { UbloopError, isSystemError } from '../errors.js';
 import { processCaller } from '../instance/caller.js';
 import type { DeviceFactory } from '../instance/device-factory.js';
 import type { Instance } from '../instance/instance.js';
+import type { GlobalCaps } from '../instance/limits.js';
 import { InstanceManager } from '../instance/manager.js';
 import type { Request } from '../protocol/request.js';
 import { openBacking } from '../state/open-backing.js';
@@ -35,6 +36,8 @@ export interface DaemonOptions {
   sweepMs: number;
   /** Device factory (default: real ublk devices). */
   factory: DeviceFactory;
+  /** Daemon-wide caps on devices, queue depth and memory (default: none). */
+  caps?: Partial<GlobalCaps>;
 }
 
 interface InstanceIo {
@@ -73,6 +76,7 @@ export class Daemon {
     this.manager = new InstanceManager({
       factory: options.factory,
       root: options.root,
+      ...(options.caps ? { caps: options.caps } : {}),
       hooks: {
         created: (inst) => this.#instanceCreated(inst),
         removed: (inst) => this.#instanceRemoved(inst),

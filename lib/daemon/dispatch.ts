@@ -74,6 +74,8 @@ export async function dispatch(manager: InstanceManager, req: Request, ctx: Requ
             ...(req.gid === undefined ? {} : { gid: req.gid }),
             ...(req.mode === undefined ? {} : { mode: req.mode }),
             ...(req.ownerMax === undefined ? {} : { ownerMax: req.ownerMax }),
+            ...(req.maxDepth === undefined ? {} : { maxDepth: req.maxDepth }),
+            ...(req.maxMemory === undefined ? {} : { maxMemory: req.maxMemory }),
           });
           return { instance: manager.info(inst) };
         }
@@ -81,6 +83,8 @@ export async function dispatch(manager: InstanceManager, req: Request, ctx: Requ
           const inst = manager.set(req.name, {
             ...(req.max === undefined ? {} : { max: req.max }),
             ...(req.ownerMax === undefined ? {} : { ownerMax: req.ownerMax }),
+            ...(req.maxDepth === undefined ? {} : { maxDepth: req.maxDepth }),
+            ...(req.maxMemory === undefined ? {} : { maxMemory: req.maxMemory }),
           });
           return { instance: manager.info(inst) };
         }

@@ -8,6 +8,7 @@ import type { Image } from '../image.js';
 import type { Caller } from './caller.js';
 import type { BoundDevice, DeviceFactory } from './device-factory.js';
 import type { IndexTable, Slot } from './index-table.js';
+import { deviceMemory } from './limits.js';
 
 export interface Backing {
   /** Path of the image as the daemon sees it (for the state file and for people). */
@@ -89,6 +90,13 @@ export class Bindings {
 
   get boundCount(): number {
     return this.#table.slots().filter((s) => s.state !== 'unbound').length;
+  }
+
+  /** Memory its devices commit (deviceMemory), binds under way excepted. */
+  committedMemory(): number {
+    let n = 0;
+    for (const s of this.#table.slots()) if (s.binding && s.state !== 'binding') n += deviceMemory(s.binding.options);
+    return n;
   }
 
   /** Binds an image to `index` (or to GET_FREE's answer); EBUSY if bound or reserved by another. */

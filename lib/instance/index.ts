@@ -5,3 +5,4 @@ export * from './bindings.js';
 export * from './instance.js';
 export * from './loop-ctl.js';
 export * from './manager.js';
+export * from './limits.js';

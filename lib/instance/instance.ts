@@ -8,6 +8,7 @@ import { Bindings, type BindArgs, type Binding, type SavedBinding, type UnbindRe
 import type { Caller } from './caller.js';
 import type { BoundDevice, DeviceFactory } from './device-factory.js';
 import { IndexTable } from './index-table.js';
+import { deviceMemory } from './limits.js';
 
 export type { Backing, BindArgs, Binding, UnbindResult } from './bindings.js';
 export type { SlotState } from './index-table.js';
@@ -19,7 +20,14 @@ export interface InstanceSettings {
   gid: number;
   mode: number;
   dir: string;
+  /** Largest queue depth of a device bound here, or null for none beyond the daemon's. */
+  maxDepth?: number | null;
+  /** Most memory (bytes, see deviceMemory) its bound devices may commit together, or null. */
+  maxMemory?: number | null;
 }
+
+/** The caller key of the daemon's restore at start: saved bindings come back whatever the limits say now. */
+export const RESTORE_KEY = 'restore';
 
 export interface InstanceHooks {
   /** After a device is bound: e.g. create the loopN node. Throwing undoes the bind. */
@@ -37,6 +45,8 @@ export interface InstanceContext {
   reservationMs: number;
   /** Why the instance may not grow by one device now (ENOSPC), or null. */
   roomCheck(instance: Instance): UbloopError | null;
+  /** Throws why a device of these options may not be bound here now (a depth or memory limit). */
+  admit(instance: Instance, options: BindArgs['options']): void;
 }
 
 export class Instance {
@@ -46,6 +56,11 @@ export class Instance {
   readonly mode: number;
   readonly dir: string;
   #max: number;
+  maxDepth: number | null;
+  maxMemory: number | null;
+  /** Memory of the binds under way (admitted, not yet bound). */
+  #pendingMemory = 0;
+  readonly #admit: (options: BindArgs['options']) => void;
   readonly #table: IndexTable<Binding>;
   readonly #bindings: Bindings;
   /** Path of the loop-control node, or null when serving by socket only. */
@@ -58,6 +73,9 @@ export class Instance {
     this.mode = settings.mode;
     this.dir = settings.dir;
     this.#max = settings.max;
+    this.maxDepth = settings.maxDepth ?? null;
+    this.maxMemory = settings.maxMemory ?? null;
+    this.#admit = (options) => ctx.admit(this, options);
     const changed = () => ctx.hooks.changed();
     this.#table = new IndexTable<Binding>({
       name: this.name,
@@ -93,6 +111,11 @@ export class Instance {
 
   get boundCount(): number {
     return this.#bindings.boundCount;
+  }
+
+  /** Bytes its devices commit (deviceMemory), counting the binds under way. */
+  get memory(): number {
+    return this.#bindings.committedMemory() + this.#pendingMemory;
   }
 
   indices(): number[] {
@@ -143,8 +166,17 @@ export class Instance {
   // ---------------------------------------------------------------- binding
 
   /** Binds an image to `index` (or to GET_FREE's answer); EBUSY if bound or reserved by another. */
-  bind(args: BindArgs): Promise<DeviceEntry> {
-    return this.#bindings.bind(args);
+  async bind(args: BindArgs): Promise<DeviceEntry> {
+    if (args.caller.key === RESTORE_KEY) return this.#bindings.bind(args);
+    // checked and counted in one step, so concurrent binds cannot all pass one check
+    this.#admit(args.options);
+    const need = deviceMemory(args.options);
+    this.#pendingMemory += need;
+    try {
+      return await this.#bindings.bind(args);
+    } finally {
+      this.#pendingMemory -= need;
+    }
   }
 
   /** Unbinds `index` (the index stays); a busy device is detached once released, or refused. */

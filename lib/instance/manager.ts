@@ -7,6 +7,7 @@ import type { InstanceCreateRequest } from '../protocol/instance-requests.js';
 import type { InstanceInfo } from '../protocol/results.js';
 import type { DeviceFactory } from './device-factory.js';
 import { Instance, type InstanceHooks } from './instance.js';
+import { NO_CAPS, depthRefusal, deviceMemory, globalDeviceRefusal, memoryRefusal, type DeviceShape, type GlobalCaps } from './limits.js';
 
 export interface ManagerHooks extends InstanceHooks {
   /** After an instance is created (e.g. make its directory, socket and loop-control). Throwing undoes it. */
@@ -23,12 +24,27 @@ export interface ManagerOptions {
   now?: () => number;
   /** How long GET_FREE's answer stays reserved for its caller (default 10 s). */
   reservationMs?: number;
+  /** Daemon-wide caps (default: none). */
+  caps?: Partial<GlobalCaps>;
+}
+
+/** A live change of an instance's limits; null clears maxDepth / maxMemory. */
+export interface LimitChange {
+  max?: number;
+  ownerMax?: number;
+  maxDepth?: number | null;
+  maxMemory?: number | null;
 }
 
 /** What an instance is created with: instance.create's fields. */
 export type CreateSpec = Omit<InstanceCreateRequest, 'op'>;
 
 const noop = (): void => undefined;
+
+function checkCap(value: number | null | undefined, what: string, min: number): void {
+  if (value === null || value === undefined) return;
+  if (!Number.isSafeInteger(value) || value < min) throw invalid(`${what} must be an integer of at least ${min}, got ${value}`);
+}
 
 function checkMax(value: number, what: string): void {
   if (!Number.isInteger(value) || value < 0 || value > MAX_DEVICES) {
@@ -44,6 +60,7 @@ export class InstanceManager {
   readonly #hooks: ManagerHooks;
   readonly #now: () => number;
   readonly #reservationMs: number;
+  readonly caps: GlobalCaps;
 
   constructor(options: ManagerOptions) {
     this.root = options.root ?? DEFAULT_ROOT;
@@ -58,6 +75,24 @@ export class InstanceManager {
     };
     this.#now = options.now ?? Date.now;
     this.#reservationMs = options.reservationMs ?? 10_000;
+    this.caps = { ...NO_CAPS, ...options.caps };
+    checkCap(this.caps.maxDevices, 'the global device limit', 0);
+    checkCap(this.caps.maxDepth, 'the global queue depth limit', 1);
+    checkCap(this.caps.maxMemory, 'the global memory limit', 0);
+  }
+
+  /** Devices (indices) across every instance. */
+  get deviceCount(): number {
+    let n = 0;
+    for (const inst of this.#instances.values()) n += inst.count;
+    return n;
+  }
+
+  /** Bytes every instance's devices commit together (deviceMemory). */
+  get memory(): number {
+    let n = 0;
+    for (const inst of this.#instances.values()) n += inst.memory;
+    return n;
   }
 
   get(name: string): Instance {
@@ -105,18 +140,24 @@ export class InstanceManager {
     const max = spec.max ?? DEFAULT_MAX;
     checkMax(max, 'max');
     if (spec.ownerMax !== undefined) checkMax(spec.ownerMax, 'the owner limit');
+    checkCap(spec.maxDepth, 'maxDepth', 1);
+    checkCap(spec.maxMemory, 'maxMemory', 0);
     const mode = spec.mode ?? 0o660;
     if (!Number.isInteger(mode) || mode < 0 || mode > 0o777) throw invalid(`mode must be from 0 to 0777, got ${mode.toString(8)}`);
     const uid = spec.uid ?? 0;
     const gid = spec.gid ?? 0;
     const inst = new Instance(
-      { name: spec.name, max, uid, gid, mode, dir: instanceDir(this.root, spec.name) },
+      {
+        name: spec.name, max, uid, gid, mode, dir: instanceDir(this.root, spec.name),
+        maxDepth: spec.maxDepth ?? null, maxMemory: spec.maxMemory ?? null,
+      },
       {
         factory: this.#factory,
         hooks: this.#hooks,
         now: this.#now,
         reservationMs: this.#reservationMs,
         roomCheck: (i) => this.#roomCheck(i),
+        admit: (i, options) => this.#admit(i, options),
       },
     );
     this.#instances.set(spec.name, inst);
@@ -132,11 +173,15 @@ export class InstanceManager {
   }
 
   /** Changes limits live: nothing already there is detached. */
-  set(name: string, change: { max?: number; ownerMax?: number }): Instance {
+  set(name: string, change: LimitChange): Instance {
     const inst = this.get(name);
     if (change.max !== undefined) checkMax(change.max, 'max');
     if (change.ownerMax !== undefined) checkMax(change.ownerMax, 'the owner limit');
+    checkCap(change.maxDepth, 'maxDepth', 1);
+    checkCap(change.maxMemory, 'maxMemory', 0);
     if (change.max !== undefined) inst.max = change.max;
+    if (change.maxDepth !== undefined) inst.maxDepth = change.maxDepth;
+    if (change.maxMemory !== undefined) inst.maxMemory = change.maxMemory;
     if (change.ownerMax !== undefined) this.#ownerMax.set(inst.uid, change.ownerMax);
     this.#hooks.changed();
     return inst;
@@ -171,6 +216,9 @@ export class InstanceManager {
       bound: inst.boundCount,
       dir: inst.dir,
       loopControl: inst.loopControlPath,
+      // only when set: the reply of an instance without them is as it always was
+      ...(inst.maxDepth === null ? {} : { maxDepth: inst.maxDepth }),
+      ...(inst.maxMemory === null ? {} : { maxMemory: inst.maxMemory, memory: inst.memory }),
     };
   }
 
@@ -197,7 +245,16 @@ export class InstanceManager {
     await Promise.allSettled([...this.#instances.values()].map((i) => i.shutdown()));
   }
 
+  #admit(inst: Instance, options: DeviceShape): void {
+    const depth = depthRefusal(options.depth, inst, this.caps);
+    if (depth) throw depth;
+    const memory = memoryRefusal(deviceMemory(options), { name: inst.name, maxMemory: inst.maxMemory, used: inst.memory }, this.caps, this.memory);
+    if (memory) throw memory;
+  }
+
   #roomCheck(inst: Instance): UbloopError | null {
+    const global = globalDeviceRefusal(this.caps, this.deviceCount);
+    if (global) return global;
     if (inst.count >= inst.max) {
       return new UbloopError('ENOSPC', `instance ${inst.name} holds ${inst.count} device(s), its max is ${inst.max}`);
     }

@@ -63,6 +63,8 @@ export const BIND = 'bind';
 export const checkBind = deviceRequest(BIND, ['index', 'path', ...TUNABLE_NAMES, 'autoclear'], (f) => {
   const index = optInt(f, 'index', INT32.min, INT32.max);
   const path = optStr(f, 'path');
+  // the kernel's paths end at a NUL; node refuses them with a code that is no errno
+  if (path?.includes('\0')) throw invalid('"path" must not contain a NUL character');
   return {
     options: checkBindOptions(f),
     ...(index === undefined ? {} : { index }),

@@ -1,10 +1,13 @@
 // Administration requests (admin socket, root only): create, change, list and remove
 // instances.
 import { invalid } from '../errors.js';
+import { MAX_DEPTH } from '../device-options.js';
 import { INSTANCE_NAME, MAX_DEVICES } from './limits.js';
 import { guard, onlyKeys, optBool, optInt, str, type Fields } from './fields.js';
 
 const ID_MAX = 2 ** 32 - 2;
+const DEPTH_RANGE = [1, MAX_DEPTH] as const;
+const MEMORY_RANGE = [0, Number.MAX_SAFE_INTEGER] as const;
 
 function name(f: Fields): string {
   const n = str(f, 'name', 64);
@@ -44,13 +47,20 @@ export interface InstanceCreateRequest {
   mode?: number;
   /** Limit on devices across every instance of this owner. */
   ownerMax?: number;
+  /** Largest queue depth of a device bound in the instance. */
+  maxDepth?: number;
+  /** Most memory its devices may commit together (bytes). */
+  maxMemory?: number;
 }
 export function checkInstanceCreate(f: Fields): InstanceCreateRequest {
-  onlyKeys(f, INSTANCE_CREATE, ['name', 'max', 'uid', 'gid', 'mode', 'ownerMax']);
+  onlyKeys(f, INSTANCE_CREATE, ['name', 'max', 'uid', 'gid', 'mode', 'ownerMax', 'maxDepth', 'maxMemory']);
   return {
     op: INSTANCE_CREATE,
     name: name(f),
-    ...optInts(f, { max: [0, MAX_DEVICES], uid: [0, ID_MAX], gid: [0, ID_MAX], mode: [0, 0o777], ownerMax: [0, MAX_DEVICES] }),
+    ...optInts(f, {
+      max: [0, MAX_DEVICES], uid: [0, ID_MAX], gid: [0, ID_MAX], mode: [0, 0o777], ownerMax: [0, MAX_DEVICES],
+      maxDepth: DEPTH_RANGE, maxMemory: MEMORY_RANGE,
+    }),
   };
 }
 export const isInstanceCreateRequest = guard(checkInstanceCreate);
@@ -61,11 +71,31 @@ export interface InstanceSetRequest {
   name: string;
   max?: number;
   ownerMax?: number;
+  /** null: no depth limit of its own any more. */
+  maxDepth?: number | null;
+  /** null: no memory limit of its own any more. */
+  maxMemory?: number | null;
 }
+
+/** An optional integer field that may also be null (to clear a limit). */
+function optIntOrNull(f: Fields, key: string, [min, max]: readonly [number, number]): { [k: string]: number | null } {
+  if (f[key] === null) return { [key]: null };
+  const v = optInt(f, key, min, max);
+  return v === undefined ? {} : { [key]: v };
+}
+
 export function checkInstanceSet(f: Fields): InstanceSetRequest {
-  onlyKeys(f, INSTANCE_SET, ['name', 'max', 'ownerMax']);
-  const r: InstanceSetRequest = { op: INSTANCE_SET, name: name(f), ...optInts(f, { max: [0, MAX_DEVICES], ownerMax: [0, MAX_DEVICES] }) };
-  if (r.max === undefined && r.ownerMax === undefined) throw invalid('"instance.set" needs "max" or "ownerMax"');
+  onlyKeys(f, INSTANCE_SET, ['name', 'max', 'ownerMax', 'maxDepth', 'maxMemory']);
+  const r: InstanceSetRequest = {
+    op: INSTANCE_SET,
+    name: name(f),
+    ...optInts(f, { max: [0, MAX_DEVICES], ownerMax: [0, MAX_DEVICES] }),
+    ...(optIntOrNull(f, 'maxDepth', DEPTH_RANGE) as { maxDepth?: number | null }),
+    ...(optIntOrNull(f, 'maxMemory', MEMORY_RANGE) as { maxMemory?: number | null }),
+  };
+  if (r.max === undefined && r.ownerMax === undefined && r.maxDepth === undefined && r.maxMemory === undefined) {
+    throw invalid('"instance.set" needs "max", "ownerMax", "maxDepth" or "maxMemory"');
+  }
   return r;
 }
 export const isInstanceSetRequest = guard(checkInstanceSet);

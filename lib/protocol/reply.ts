@@ -7,7 +7,7 @@ import { isRecord } from './fields.js';
 export interface ErrorBody {
   /** errno name, e.g. "ENOSPC". */
   code: string;
-  /** positive errno number (0 if the code is not an errno name). */
+  /** positive errno number. */
   errno: number;
   message: string;
 }
@@ -24,10 +24,16 @@ export function errnoOf(code: string): number {
   return n ?? 0;
 }
 
+/**
+ * The error of a reply. Only errno names go out as codes: anything else (a bug, or a
+ * node error such as ERR_INVALID_ARG_VALUE that a check should have caught first) is
+ * an internal error, EIO, with its code in the message.
+ */
 export function errorBody(err: unknown): ErrorBody {
-  if (isSystemError(err)) return { code: err.code, errno: errnoOf(err.code), message: err.message };
+  if (isSystemError(err) && errnoOf(err.code) > 0) return { code: err.code, errno: errnoOf(err.code), message: err.message };
   const message = err instanceof Error ? err.message : String(err);
-  return { code: 'EIO', errno: errnoOf('EIO'), message: `internal error: ${message}` };
+  const code = isSystemError(err) ? ` (${err.code})` : '';
+  return { code: 'EIO', errno: errnoOf('EIO'), message: `internal error${code}: ${message}` };
 }
 
 export function isErrorReply(value: unknown): value is ErrorReply {

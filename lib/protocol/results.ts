@@ -15,6 +15,12 @@ export interface InstanceInfo {
   dir: string;
   /** Path of the loop-control char device, or null when serving by socket only. */
   loopControl: string | null;
+  /** Largest queue depth of a device bound here (present only when set). */
+  maxDepth?: number;
+  /** Memory limit of its devices together, in bytes (present only when set)... */
+  maxMemory?: number;
+  /** ...and what they commit now. */
+  memory?: number;
 }
 
 export interface DeviceEntry {

@@ -3,6 +3,7 @@
 // reported, not guessed at.
 import { closeSync } from 'node:fs';
 import type { Caller } from '../instance/caller.js';
+import { RESTORE_KEY } from '../instance/instance.js';
 import type { InstanceManager } from '../instance/manager.js';
 import { checkBindOptions, type BindOptions } from '../device-options.js';
 import type { Image } from '../image.js';
@@ -25,7 +26,8 @@ export interface RestoreReport {
   failed: { instance: string; index?: number; reason: string }[];
 }
 
-const RESTORER: Caller = { uid: 0, gid: 0, pid: process.pid, key: 'restore' };
+// RESTORE_KEY: restored bindings come back whatever the limits say now
+const RESTORER: Caller = { uid: 0, gid: 0, pid: process.pid, key: RESTORE_KEY };
 
 export async function restore(manager: InstanceManager, state: SavedState, open: BackingOpener): Promise<RestoreReport> {
   const report: RestoreReport = { instances: [], rebound: [], failed: [] };
@@ -33,7 +35,11 @@ export async function restore(manager: InstanceManager, state: SavedState, open:
   for (const saved of state.instances) {
     let inst;
     try {
-      inst = await manager.create({ name: saved.name, max: saved.max, uid: saved.uid, gid: saved.gid, mode: saved.mode });
+      inst = await manager.create({
+        name: saved.name, max: saved.max, uid: saved.uid, gid: saved.gid, mode: saved.mode,
+        ...(saved.maxDepth === undefined ? {} : { maxDepth: saved.maxDepth }),
+        ...(saved.maxMemory === undefined ? {} : { maxMemory: saved.maxMemory }),
+      });
     } catch (err) {
       report.failed.push({ instance: saved.name, reason: `instance not restored: ${(err as Error).message}` });
       continue;

@@ -62,6 +62,9 @@ export interface StoredInstance {
   uid: number;
   gid: number;
   mode: number;
+  /** Written only when the instance has it (no version bump: older readers ignore it). */
+  maxDepth?: number;
+  maxMemory?: number;
   indices: number[];
   bindings: StoredBinding[];
 }
@@ -157,6 +160,8 @@ function instance(v: unknown, where: string): StoredInstance {
     uid: whole(r, 'uid', where, ID_MAX),
     gid: whole(r, 'gid', where, ID_MAX),
     mode: whole(r, 'mode', where, 0o7777),
+    ...(r['maxDepth'] === undefined ? {} : { maxDepth: whole(r, 'maxDepth', where, COUNT_MAX) }),
+    ...(r['maxMemory'] === undefined ? {} : { maxMemory: whole(r, 'maxMemory', where, Number.MAX_SAFE_INTEGER) }),
     indices,
     bindings,
   };

@@ -11,6 +11,8 @@ export function snapshot(manager: InstanceManager): StateData {
       uid: inst.uid,
       gid: inst.gid,
       mode: inst.mode,
+      ...(inst.maxDepth === null ? {} : { maxDepth: inst.maxDepth }),
+      ...(inst.maxMemory === null ? {} : { maxMemory: inst.maxMemory }),
       indices: inst.indices(),
       bindings: inst.bindings(),
     })),

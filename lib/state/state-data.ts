@@ -27,6 +27,8 @@ function convert<A, B>(s: StateShape<A>, options: (o: A) => B): StateShape<B> {
       uid: i.uid,
       gid: i.gid,
       mode: i.mode,
+      ...(i.maxDepth === undefined ? {} : { maxDepth: i.maxDepth }),
+      ...(i.maxMemory === undefined ? {} : { maxMemory: i.maxMemory }),
       indices: [...i.indices],
       bindings: i.bindings.map((b) => ({
         index: b.index,

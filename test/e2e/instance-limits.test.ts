@@ -115,3 +115,43 @@ t.test('64 concurrent GET_FREE+bind with max=8: exactly 8 bound, the rest ENOSPC
   await d.admin().request({ op: 'instance.remove', name: 'race', force: true });
   t.equal(ublkCount(), before, 'none left after removing the instance');
 });
+
+t.test('caps on devices, depth and memory: global and per instance, refusals named in the CLI, nothing half-created', async (t) => {
+  const dir = workDir(t);
+  const img = sparseImage(join(dir, 'cap.img'), MiB);
+  // a default device commits 1 queue × 128 × 1 MiB buffers plus its ring and descriptors: a little over 128 MiB
+  const d = await startDaemon(t, dir, ['--max-devices', '3', '--max-queue-depth', '256', '--max-memory', '300M']);
+  t.equal(d.cli(['instance', 'create', 'cap', '--max-depth', '64', '--max-memory', '150M']).status, 0, 'instance create --max-depth --max-memory');
+  const before = ublkCount();
+  const listed = () => (JSON.parse(d.cli(['list', '--instance', 'cap', '--json']).stdout) as { index: number }[]).map((e) => e.index);
+
+  const deep = d.cli(['attach', '--instance', 'cap', '--depth', '128', img]);
+  t.not(deep.status, 0, 'attach --depth 128 refused');
+  t.equal(deep.stderr, "ubloop: queue depth 128 above instance cap's limit 64\n", 'naming the instance\'s depth limit');
+  t.same([listed(), ublkCount()], [[], before], 'no index, no ublk device');
+
+  t.equal(d.cli(['attach', '--instance', 'cap', '--depth', '64', img]).status, 0, 'depth 64: bound (64 MiB of buffers)');
+  t.equal(d.cli(['attach', '--instance', 'cap', '--depth', '64', img]).status, 0, 'a second (128 MiB together)');
+  const mem = d.cli(['attach', '--instance', 'cap', '--depth', '64', img]);
+  t.not(mem.status, 0, 'a third is refused');
+  t.equal(mem.stderr, 'ubloop: the device needs 65565K of memory; instance cap commits 131130K of its limit 150M\n', 'naming the instance\'s memory limit');
+  t.same([listed(), ublkCount()], [[0, 1], before + 2], 'still two');
+
+  t.equal(d.cli(['instance', 'set', 'cap', '--max-depth', 'none', '--max-memory', 'none']).status, 0, 'instance set ... none clears both');
+  const global = d.cli(['attach', '--instance', 'cap', '--depth', '512', img]);
+  t.equal(global.stderr, "ubloop: queue depth 512 above the daemon's limit 256\n", 'the daemon\'s depth limit still holds');
+  const gmem = d.cli(['attach', '--instance', 'cap', '--depth', '256', img]);
+  t.equal(gmem.stderr, 'ubloop: the device needs 262252K of memory; the daemon commits 131130K of its global memory limit 300M\n', 'the global memory limit');
+  t.equal(d.cli(['attach', '--instance', 'cap', '--depth', '16', img]).status, 0, 'a small third device fits');
+  const count = d.cli(['attach', '--instance', 'cap', '--depth', '1', img]);
+  t.equal(count.stderr, 'ubloop: global device limit 3 reached (3 device(s) across every instance)\n', 'the global device limit');
+  t.same([listed(), ublkCount()], [[0, 1, 2], before + 3], 'three devices, nothing half-created');
+  const ctl = join(d.root, 'instances', 'cap', 'loop-control');
+  if (existsSync(ctl)) {
+    const fd = openSync(ctl, 'r+');
+    t.equal(attempt(() => testAddon().ioctlInt(fd, ADD, 7)), 'ENOSPC', 'LOOP_CTL_ADD: ENOSPC at the global limit');
+    closeSync(fd);
+  }
+  await d.admin().request({ op: 'instance.remove', name: 'cap', force: true });
+  t.equal(ublkCount(), before, 'removed: no ublk device left');
+});

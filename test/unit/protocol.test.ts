@@ -44,7 +44,8 @@ t.test('bad requests get an error naming the problem', async (t) => {
     ['{"op":"bind","readonly":true}', 'EINVAL', /"bind" has no field "readonly"/],
     ['{"op":"instance.create","name":"../etc"}', 'EINVAL', /instance name "..\/etc" is not valid/],
     ['{"op":"instance.create","name":"a","max":-1}', 'EINVAL', /"max" must be from 0 to 1048576, got -1/],
-    ['{"op":"instance.set","name":"a"}', 'EINVAL', /needs "max" or "ownerMax"/],
+    ['{"op":"bind","path":"/tmp/a\\u0000b"}', 'EINVAL', /"path" must not contain a NUL character/],
+    ['{"op":"instance.set","name":"a"}', 'EINVAL', /needs "max", "ownerMax", "maxDepth" or "maxMemory"/],
     ['{"op":"list","id":{}}', 'EINVAL', /"id" must be a number or a string/],
   ];
   for (const [line, code, message] of cases) {
@@ -75,6 +76,8 @@ t.test('type guards accept exactly the valid messages', async (t) => {
 t.test('errorBody carries code, errno and message', async (t) => {
   t.same(errorBody(new UbloopError('ENOSPC', 'instance a is full')), { code: 'ENOSPC', errno: 28, message: 'instance a is full' });
   t.equal(errorBody(new Error('boom')).code, 'EIO');
+  const nodeError = Object.assign(new TypeError('bad argument'), { code: 'ERR_INVALID_ARG_VALUE' });
+  t.same(errorBody(nodeError), { code: 'EIO', errno: 5, message: 'internal error (ERR_INVALID_ARG_VALUE): bad argument' }, 'a code that is no errno never goes out as one');
 });
 
 t.test('LineReader splits lines and gives each its descriptors', async (t) => {

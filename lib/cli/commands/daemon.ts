@@ -9,6 +9,9 @@ interface DaemonArgs {
   root: string;
   autoclearGrace: number;
   sweepInterval?: number;
+  maxDevices?: number;
+  maxQueueDepth?: number;
+  maxMemory?: string;
   exitCode?: number;
 }
 
@@ -21,6 +24,12 @@ function withDaemonOptions(y: Argv): Argv<DaemonArgs> {
     .option('sweep-interval', {
       type: 'number',
       describe: 'ms between autoclear / lazy-detach checks (default: the grace time, within 100..1000)',
+    })
+    .option('max-devices', { type: 'number', describe: 'most loop devices across every instance (default: no limit)' })
+    .option('max-queue-depth', { type: 'number', describe: 'largest queue depth of any device (default: no limit beyond the option\'s own)' })
+    .option('max-memory', {
+      type: 'string',
+      describe: 'most memory every device together may commit: queues × depth × max I/O size of buffers, plus rings (e.g. 4G; default: no limit)',
     })
     .example('$0 daemon', 'run in the foreground (see contrib/ubloop.service)') as unknown as Argv<DaemonArgs>;
 }
@@ -35,7 +44,19 @@ async function handler(args: ArgumentsCamelCase<DaemonArgs>): Promise<void> {
   if (args.sweepInterval !== undefined && (!Number.isInteger(args.sweepInterval) || args.sweepInterval < 10)) {
     throw invalid(`--sweep-interval must be a whole number of milliseconds, at least 10, got ${args.sweepInterval}`);
   }
+  const whole = (v: number | undefined, flag: string, min: number): number | null => {
+    if (v === undefined) return null;
+    if (!Number.isSafeInteger(v) || v < min) throw invalid(`--${flag} must be a whole number of at least ${min}, got ${v}`);
+    return v;
+  };
+  const { parseSize } = await import('../../size.js');
+  const caps = {
+    maxDevices: whole(args.maxDevices, 'max-devices', 0),
+    maxDepth: whole(args.maxQueueDepth, 'max-queue-depth', 1),
+    maxMemory: args.maxMemory === undefined ? null : parseSize(args.maxMemory, '--max-memory'),
+  };
   const daemon = new Daemon({
+    caps,
     socket: args.socket,
     state: args.state,
     root: args.root,

@@ -9,6 +9,8 @@ interface InstanceArgs extends DaemonClientArgs {
   owner: string | undefined;
   mode: string | undefined;
   ownerMax: number | undefined;
+  maxDepth: string | undefined;
+  maxMemory: string | undefined;
   force: boolean;
   json: boolean;
 }
@@ -24,10 +26,13 @@ function withInstanceOptions(y: Argv): Argv<InstanceArgs> {
       .option('owner', { type: 'string', describe: 'UID[:GID] (numbers or names) owning the instance' })
       .option('mode', { type: 'string', describe: 'octal mode of its nodes and socket (default 0660)' })
       .option('owner-max', { type: 'number', describe: 'most devices of the owner across all instances' })
+      .option('max-depth', { type: 'string', describe: 'largest queue depth of a device bound here ("none": no limit of its own; live with "set")' })
+      .option('max-memory', { type: 'string', describe: 'most memory its devices may commit together, e.g. 2G ("none": no limit of its own; live with "set")' })
       .option('force', { type: 'boolean', default: false, describe: 'remove: detach its devices first' })
       .option('json', { type: 'boolean', default: false, describe: 'list: print JSON' })
       .example('$0 instance create ci --max 8 --owner 1001:1001', 'an instance for uid 1001 with at most 8 devices')
-      .example('$0 instance set ci --max 16', 'raise the limit live'),
+      .example('$0 instance set ci --max 16', 'raise the limit live')
+      .example('$0 instance set ci --max-depth 64 --max-memory 1G', 'cap the queue depth and memory of its devices'),
   ) as unknown as Argv<InstanceArgs>;
 }
 
@@ -40,6 +45,24 @@ async function handler(args: ArgumentsCamelCase<InstanceArgs>): Promise<void> {
     if (!args.name) throw invalid(`"instance ${args.action}" needs an instance name`);
     return args.name;
   };
+  const { parseSize } = await import('../../size.js');
+  // --max-depth / --max-memory: a value, or "none" (only for set) to clear it
+  const cap = (text: string | undefined, flag: string, parse: (t: string) => number): Record<string, number | null> => {
+    if (text === undefined) return {};
+    const key = flag === 'max-depth' ? 'maxDepth' : 'maxMemory';
+    if (text === 'none') {
+      if (args.action !== 'set') throw invalid(`--${flag} none is for "instance set" (a new instance has no limit unless given one)`);
+      return { [key]: null };
+    }
+    return { [key]: parse(text) };
+  };
+  const caps = {
+    ...cap(args.maxDepth, 'max-depth', (t) => {
+      if (!/^\d+$/.test(t)) throw invalid(`--max-depth must be a whole number or "none", got ${JSON.stringify(t)}`);
+      return Number(t);
+    }),
+    ...cap(args.maxMemory, 'max-memory', (t) => parseSize(t, '--max-memory')),
+  };
   let message: Record<string, unknown>;
   switch (args.action) {
     case 'create': {
@@ -51,6 +74,7 @@ async function handler(args: ArgumentsCamelCase<InstanceArgs>): Promise<void> {
         ...(owner ? { uid: owner.uid, gid: owner.gid } : {}),
         ...(args.mode === undefined ? {} : { mode: parseMode(args.mode) }),
         ...(args.ownerMax === undefined ? {} : { ownerMax: args.ownerMax }),
+        ...caps,
       };
       break;
     }
@@ -60,6 +84,7 @@ async function handler(args: ArgumentsCamelCase<InstanceArgs>): Promise<void> {
         name: need(),
         ...(args.max === undefined ? {} : { max: args.max }),
         ...(args.ownerMax === undefined ? {} : { ownerMax: args.ownerMax }),
+        ...caps,
       };
       break;
     case 'list':
