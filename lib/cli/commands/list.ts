@@ -2,7 +2,7 @@
 // other ublk devices the kernel has (`ubloop serve`, other servers) that you may query:
 // root sees all of them, a user their own unprivileged devices.
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import type { DeviceEntry } from '../../protocol/results.js';
+import type { DeviceEntry, IoErrorCounts } from '../../protocol/results.js';
 import { withDaemonClientOptions, type DaemonClientArgs } from '../daemon-options.js';
 
 interface ListArgs extends DaemonClientArgs {
@@ -116,6 +116,23 @@ async function daemonDevices(args: ListArgs): Promise<DeviceEntry[]> {
   return out;
 }
 
+/** Failed requests by op and the last errno, e.g. "read:3,write:1 last:EIO"; "0" for none. */
+export function errorsCell(e: IoErrorCounts | null): string {
+  if (e === null) return '-';
+  const parts = (
+    [
+      ['read', e.readErrors],
+      ['write', e.writeErrors],
+      ['flush', e.flushErrors],
+      ['discard', e.discardErrors],
+    ] as const
+  )
+    .filter(([, n]) => n > 0)
+    .map(([op, n]) => `${op}:${n}`);
+  if (parts.length === 0) return '0';
+  return `${parts.join(',')}${e.lastError ? ` last:${e.lastError.code}` : ''}`;
+}
+
 async function handler(args: ArgumentsCamelCase<ListArgs>): Promise<void> {
   const { printJson } = await import('../output.js');
   const { formatSize } = await import('../../size.js');
@@ -125,7 +142,7 @@ async function handler(args: ArgumentsCamelCase<ListArgs>): Promise<void> {
     printJson(entries);
     return;
   }
-  const rows = [['INSTANCE', 'INDEX', 'STATE', 'DEVICE', 'UBLK', 'SIZE', 'FLAGS', 'BACKING']];
+  const rows = [['INSTANCE', 'INDEX', 'STATE', 'DEVICE', 'UBLK', 'SIZE', 'FLAGS', 'BACKING', 'ERRORS']];
   const served: KernelDeviceEntry[] = [];
   for (const e of entries) {
     if (e.instance === null) {
@@ -134,7 +151,8 @@ async function handler(args: ArgumentsCamelCase<ListArgs>): Promise<void> {
     }
     const flags = [e.options?.readOnly ? 'ro' : '', e.options?.directIo ? 'dio' : '', e.options?.autoclear ? 'autoclear' : '', e.detachPending ? 'detach-pending' : '']
       .filter(Boolean).join(',');
-    rows.push([e.instance, String(e.index), e.failure ? 'failed' : e.state, e.path ?? '-', e.ublkPath ?? '-', e.size === null ? '-' : formatSize(e.size), flags || '-', e.backing?.path ?? '-']);
+    const backing = e.backing ? `${e.backing.path}${e.backing.deleted ? ' (deleted)' : ''}` : '-';
+    rows.push([e.instance, String(e.index), e.failure ? 'failed' : e.state, e.path ?? '-', e.ublkPath ?? '-', e.size === null ? '-' : formatSize(e.size), flags || '-', backing, errorsCell(e.ioErrors)]);
   }
   if (rows.length > 1 || served.length === 0) process.stdout.write(table(rows));
   if (served.length > 0) {
