@@ -11,7 +11,7 @@ import { closeSync, constants, mkdirSync, openSync, readFileSync, rmSync, statSy
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { kernelFeatures } from '../../lib/kernel.js';
-import { MiB, readDirect, run, sh, sparseImage, workDir, writeDirect } from '../helpers/e2e.js';
+import { MiB, readDirect, run, serve, sh, sparseImage, workDir, writeDirect, type Server } from '../helpers/e2e.js';
 import { jsonOut, startDaemon, ublkCount, type DaemonHandle } from '../helpers/daemon.js';
 
 interface IoErrors {
@@ -145,7 +145,9 @@ scenario('EIO under part of the image: those requests fail, the rest and a neigh
     run('dmsetup', ['remove', '--noudevsync', dm]);
     run('losetup', ['-d', loop]);
   };
+  let served: Server | undefined;
   t.teardown(async () => {
+    await served?.stop('SIGTERM', 15_000).catch(() => {});
     await unbindAll();
     cleanup();
   });
@@ -181,13 +183,18 @@ scenario('EIO under part of the image: those requests fail, the rest and a neigh
   const faulty: Entry[] = [];
   for (const copy of modes) faulty.push(await bind(image, { directIo: true, copy }));
   const good = readFileSync(image).subarray(MiB, MiB + 4096);
+  // And one `ubloop serve` of it: its SIGUSR1 stats and `ubloop list` count the same.
+  served = await serve(t, [image, '--direct-io']);
+  const servedDev = served.info.path;
+  const targets = [
+    ...faulty.map((d, i) => ({ label: `--copy ${modes[i] ?? '?'}`, dev: d.path as string, counters: async () => (await entry(d.index as number)).ioErrors })),
+    { label: 'serve', dev: servedDev, counters: async () => ((await (served as Server).stats()) as unknown as IoErrors) },
+  ];
 
   sh('dmsetup', ['load', dm, '--table', table]);
   sh('dmsetup', ['resume', '--noudevsync', dm]);
   const fio = fioBackground(neighbour.path as string, 10);
-  for (const [i, d] of faulty.entries()) {
-    const dev = d.path as string;
-    const label = `--copy ${modes[i] ?? '?'}`;
+  for (const { label, dev, counters } of targets) {
     const bad = read4k(t, dev, 2 * MiB + 64 * 1024);
     t.not(bad.status, 0, `${label}: a read over the error target fails`);
     t.match(bad.stderr, /Input\/output error/, `${label}: with EIO (${bad.stderr.trim()})`);
@@ -196,10 +203,7 @@ scenario('EIO under part of the image: those requests fail, the rest and a neigh
     t.match(w.stderr, /Input\/output error/, `${label}: with EIO (${w.stderr.trim()})`);
     t.same(readDirect(dev, MiB, 4096), good, `${label}: a read elsewhere still returns the image's bytes`);
     t.same(readDirect(dev, 3 * MiB, 4096).length, 4096, `${label}: so does one right after the bad range`);
-    const e = await entry(d.index as number);
-    t.equal(e.state, 'bound', `${label}: the device is still bound`);
-    t.equal(e.failure, null, `${label}: and not failed`);
-    t.match(e.ioErrors, { readErrors: 1, writeErrors: 1, flushErrors: 0, discardErrors: 0, lastError: { code: 'EIO', errno: 5 } }, `${label}: the counters show one read and one write error, the last EIO`);
+    t.match(await counters(), { readErrors: 1, writeErrors: 1, flushErrors: 0, discardErrors: 0, lastError: { code: 'EIO', errno: 5 } }, `${label}: the counters show one read and one write error, the last EIO`);
   }
   const n = await fio;
   t.equal(n.errors, 0, `fio on the neighbour ran without errors meanwhile (${n.ios} I/Os)`);
@@ -207,13 +211,16 @@ scenario('EIO under part of the image: those requests fail, the rest and a neigh
   t.same((await entry(neighbour.index as number)).ioErrors, NO_ERRORS, 'the neighbour counted no errors');
 
   const l = listed();
-  t.same(l.paths, [neighbour.ublkPath, ...faulty.map((d) => d.ublkPath)].sort(), 'ubloop list --json shows exactly the scenario\'s devices');
+  t.same(l.paths, [servedDev, neighbour.ublkPath, ...faulty.map((d) => d.ublkPath)].sort(), 'ubloop list --json shows exactly the scenario\'s devices');
+  t.same(l.entries.filter((e) => e.instance !== null).map((e) => [e.state, e.failure]), [...faulty, neighbour].map(() => ['bound', null]), 'the instance devices are all still bound, none failed');
   const first = l.entries.find((e) => e.ublkPath === faulty[0]?.ublkPath);
   t.match(first?.ioErrors, { readErrors: 1, writeErrors: 1, lastError: { code: 'EIO', op: 'write' } }, 'with their error counters');
   const human = daemon.cli(['list']);
   const row = (p: string | null) => human.stdout.split('\n').find((line) => p !== null && line.includes(`${p} `));
   t.match(row(faulty[0]?.ublkPath ?? null), /\sread:1,write:1 last:EIO\s*$/, 'ubloop list shows the errors by op and the last errno');
   t.match(row(neighbour.ublkPath), /\s0\s*$/, 'and 0 for the neighbour');
+  t.match(row(servedDev), /\sread:1,write:1 last:EIO\s*$/, 'and the errors of the `ubloop serve` device, from its control socket');
+  t.equal((await served.stop()).code, 0, 'serve stops cleanly after the errors');
 
   sh('dmsetup', ['load', dm, '--table', `0 ${sectors} linear ${loop} 0`]);
   sh('dmsetup', ['resume', '--noudevsync', dm]);

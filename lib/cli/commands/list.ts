@@ -33,11 +33,34 @@ export interface KernelDeviceEntry {
   owner: { uid: number; gid: number };
   unprivileged: boolean;
   flags: string[];
+  /** A `ubloop serve` device's failed requests, from its control socket; null for other servers (or one you cannot reach). */
+  ioErrors: IoErrorCounts | null;
 }
 
 type Entry = (DeviceEntry & { owner?: undefined }) | KernelDeviceEntry;
 
-async function kernelDevices(skip: Set<number>): Promise<KernelDeviceEntry[]> {
+/** The failed requests of a `ubloop serve` device, through its control socket; null if none answers. */
+async function servedErrors(root: string, id: number): Promise<IoErrorCounts | null> {
+  const { existsSync } = await import('node:fs');
+  const { DaemonClient } = await import('../../daemon/client.js');
+  const { serveRoot, serveSocket } = await import('../../daemon/paths.js');
+  for (const socket of [serveSocket(root, id), serveSocket(serveRoot(), id)]) {
+    if (!existsSync(socket)) continue;
+    try {
+      const c = DaemonClient.connect(socket);
+      try {
+        return ((await c.request({ op: 'info', index: 0 }))['ioErrors'] as IoErrorCounts | undefined) ?? null;
+      } finally {
+        c.close();
+      }
+    } catch {
+      // not yours, or the server is going away
+    }
+  }
+  return null;
+}
+
+async function kernelDevices(skip: Set<number>, root: string): Promise<KernelDeviceEntry[]> {
   const { readFileSync } = await import('node:fs');
   const { ublkDeviceIds } = await import('../../stale.js');
   const { native } = await import('../../native.js');
@@ -69,6 +92,7 @@ async function kernelDevices(skip: Set<number>): Promise<KernelDeviceEntry[]> {
       owner: { uid: info.ownerUid, gid: info.ownerGid },
       unprivileged: hasFlag(info.flags, 'UBLK_F_UNPRIVILEGED_DEV'),
       flags: flagNames(info.flags),
+      ioErrors: await servedErrors(root, id),
     });
   }
   return out;
@@ -78,7 +102,7 @@ async function collect(args: ListArgs): Promise<Entry[]> {
   const daemon = await daemonDevices(args);
   if (args.instance !== undefined) return daemon;
   const held = new Set(daemon.map((e) => e.ublkId).filter((id): id is number => id !== null));
-  return [...daemon, ...(await kernelDevices(held))];
+  return [...daemon, ...(await kernelDevices(held, args.root))];
 }
 
 async function daemonDevices(args: ListArgs): Promise<DeviceEntry[]> {
@@ -157,9 +181,9 @@ async function handler(args: ArgumentsCamelCase<ListArgs>): Promise<void> {
   if (rows.length > 1 || served.length === 0) process.stdout.write(table(rows));
   if (served.length > 0) {
     // Devices no instance holds: `ubloop serve` and other servers.
-    const other = [['UBLK', 'STATE', 'SIZE', 'OWNER', 'SERVER', 'FLAGS']];
+    const other = [['UBLK', 'STATE', 'SIZE', 'OWNER', 'SERVER', 'FLAGS', 'ERRORS']];
     for (const e of served) {
-      other.push([e.ublkPath, e.state, e.size === null ? '-' : formatSize(e.size), `${e.owner.uid}:${e.owner.gid}`, e.serverPid > 0 ? `pid ${e.serverPid}` : '-', e.unprivileged ? 'unprivileged' : '-']);
+      other.push([e.ublkPath, e.state, e.size === null ? '-' : formatSize(e.size), `${e.owner.uid}:${e.owner.gid}`, e.serverPid > 0 ? `pid ${e.serverPid}` : '-', e.unprivileged ? 'unprivileged' : '-', errorsCell(e.ioErrors)]);
     }
     process.stdout.write(`${rows.length > 1 ? '\n' : ''}${table(other)}`);
   }
