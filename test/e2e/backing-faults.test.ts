@@ -53,13 +53,15 @@ function write4k(t: Test, dev: string, offset: number): ReturnType<typeof run> {
   return bounded(t, ['dd', 'if=/dev/zero', `of=${dev}`, 'bs=4k', 'count=1', `seek=${offset}`, 'oflag=direct,seek_bytes', 'conv=notrunc', 'status=none']);
 }
 
-/** fio in the background: random reads and writes with verification, for seconds. */
-function fioBackground(dev: string, seconds: number): Promise<{ status: number | null; errors: number; ios: number; out: string }> {
-  return new Promise((done) => {
+/** fio in the background, random reads and writes with verification, until stop() (SIGINT: it reports and exits). */
+function fioBackground(dev: string): { stop: () => void; result: Promise<{ status: number | null; errors: number; ios: number; out: string }> } {
+  let stop = () => {};
+  const result = new Promise<{ status: number | null; errors: number; ios: number; out: string }>((done) => {
     const p = spawn('fio', [
       '--name=neighbour', `--filename=${dev}`, '--rw=randrw', '--bs=4k', '--iodepth=8', '--ioengine=libaio', '--direct=1',
-      '--size=8M', `--runtime=${seconds}`, '--time_based', '--verify=crc32c', '--output-format=json',
+      '--size=8M', '--runtime=120', '--time_based', '--verify=crc32c', '--output-format=json',
     ], { stdio: ['ignore', 'pipe', 'pipe'] });
+    stop = () => void p.kill('SIGINT');
     let out = '';
     p.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
     p.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
@@ -78,6 +80,7 @@ function fioBackground(dev: string, seconds: number): Promise<{ status: number |
       done({ status, errors, ios, out });
     });
   });
+  return { stop, result };
 }
 
 // One daemon and instance for every scenario; each scenario detaches its own devices.
@@ -193,7 +196,8 @@ scenario('EIO under part of the image: those requests fail, the rest and a neigh
 
   sh('dmsetup', ['load', dm, '--table', table]);
   sh('dmsetup', ['resume', '--noudevsync', dm]);
-  const fio = fioBackground(neighbour.path as string, 10);
+  const fio = fioBackground(neighbour.path as string);
+  t.teardown(fio.stop);
   for (const { label, dev, counters } of targets) {
     const bad = read4k(t, dev, 2 * MiB + 64 * 1024);
     t.not(bad.status, 0, `${label}: a read over the error target fails`);
@@ -205,7 +209,8 @@ scenario('EIO under part of the image: those requests fail, the rest and a neigh
     t.same(readDirect(dev, 3 * MiB, 4096).length, 4096, `${label}: so does one right after the bad range`);
     t.match(await counters(), { readErrors: 1, writeErrors: 1, flushErrors: 0, discardErrors: 0, lastError: { code: 'EIO', errno: 5 } }, `${label}: the counters show one read and one write error, the last EIO`);
   }
-  const n = await fio;
+  fio.stop();
+  const n = await fio.result;
   t.equal(n.errors, 0, `fio on the neighbour ran without errors meanwhile (${n.ios} I/Os)`);
   t.ok(n.ios > 0, 'and did I/O');
   t.same((await entry(neighbour.index as number)).ioErrors, NO_ERRORS, 'the neighbour counted no errors');
