@@ -11,7 +11,7 @@ import { closeSync, constants, mkdirSync, openSync, readFileSync, rmSync, statSy
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { kernelFeatures } from '../../lib/kernel.js';
-import { MiB, readDirect, run, serve, sh, sparseImage, workDir, writeDirect, type Server } from '../helpers/e2e.js';
+import { MiB, readDirect, run, serve, sh, sleep, sparseImage, workDir, writeDirect, type Server } from '../helpers/e2e.js';
 import { jsonOut, startDaemon, ublkCount, type DaemonHandle } from '../helpers/daemon.js';
 
 interface IoErrors {
@@ -81,6 +81,17 @@ function fioBackground(dev: string): { stop: () => void; result: Promise<{ statu
     });
   });
   return { stop, result };
+}
+
+/** Waits (up to 30 s) until the disk has completed both reads and writes (/sys/block/NAME/stat). */
+async function ioStarted(dev: string): Promise<boolean> {
+  const stat = `/sys/block/${dev.replace('/dev/', '')}/stat`;
+  for (let i = 0; i < 300; i++) {
+    const f = readFileSync(stat, 'utf8').trim().split(/\s+/).map(Number);
+    if ((f[0] ?? 0) > 0 && (f[4] ?? 0) > 0) return true;
+    await sleep(100);
+  }
+  return false;
 }
 
 // One daemon and instance for every scenario; each scenario detaches its own devices.
@@ -198,6 +209,7 @@ scenario('EIO under part of the image: those requests fail, the rest and a neigh
   sh('dmsetup', ['resume', '--noudevsync', dm]);
   const fio = fioBackground(neighbour.path as string);
   t.teardown(fio.stop);
+  t.ok(await ioStarted(neighbour.ublkPath as string), 'fio is doing I/O on the neighbour before the faults start');
   for (const { label, dev, counters } of targets) {
     const bad = read4k(t, dev, 2 * MiB + 64 * 1024);
     t.not(bad.status, 0, `${label}: a read over the error target fails`);
