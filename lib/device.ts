@@ -7,7 +7,7 @@ import { checkDirectIoAlignment, closeImage, inspectImage, openImage, type Image
 import { filesystemSize } from './filesystem-size.js';
 import { flagNames, hasFlag, readScheduler } from './kernel.js';
 import { checkCanAddDevice, explainAddError, waitForOwnNode } from './unprivileged.js';
-import { native, type NativeDevice, type NativeQueueStats } from './native.js';
+import { native, type NativeDevice, type NativeLastError, type NativeQueueStats } from './native.js';
 
 export type { DeviceOptions } from './device-options.js';
 
@@ -19,6 +19,8 @@ export interface DeviceInfo {
   charPath: string;
   target: 'loop' | 'null';
   file: string | null;
+  /** The image file was deleted while served: the device keeps working on the open file (as kernel loop does). */
+  fileDeleted: boolean;
   size: number;
   offset: number;
   blockSize: number;
@@ -45,6 +47,17 @@ export interface DeviceInfo {
   failure: string | null;
 }
 
+/** The device's failed requests by op, and the last one (the latest over its queues). */
+export interface IoErrorStats {
+  readErrors: number;
+  writeErrors: number;
+  flushErrors: number;
+  /** DISCARD and WRITE_ZEROES. */
+  discardErrors: number;
+  /** The last failed request: its errno and op, and when (ISO 8601); null if none failed. */
+  lastError: { errno: number; code: string; op: NativeLastError['op']; at: string } | null;
+}
+
 /** One queue's counters, as the addon counts them; its failure as a message. */
 export interface QueueStats extends Omit<NativeQueueStats, 'failure'> {
   /** Why this queue stopped serving, or null while it is healthy. */
@@ -52,14 +65,33 @@ export interface QueueStats extends Omit<NativeQueueStats, 'failure'> {
 }
 
 /** The counters the device sums over its queues. */
-type Summed = 'ops' | 'bytesRead' | 'bytesWritten' | 'errors' | 'ringEnters' | 'bufferReleases' | 'registrations';
+type Summed =
+  | 'ops'
+  | 'bytesRead'
+  | 'bytesWritten'
+  | 'errors'
+  | 'ringEnters'
+  | 'bufferReleases'
+  | 'registrations'
+  | 'readErrors'
+  | 'writeErrors'
+  | 'flushErrors'
+  | 'discardErrors';
 
 export interface DeviceStats extends Pick<QueueStats, Summed> {
+  lastError: IoErrorStats['lastError'];
   /** The data path the queues use. */
   dataPath: DataPath;
   /** A queue thread stopped serving on an error: the device's I/O fails. */
   failed: boolean;
   queues: QueueStats[];
+}
+
+/** The latest of the queues' last failures. */
+function lastErrorOf(queues: readonly Pick<NativeQueueStats, 'lastError'>[]): IoErrorStats['lastError'] {
+  let last: NativeLastError | null = null;
+  for (const q of queues) if (q.lastError !== null && (last === null || q.lastError.atMs > last.atMs)) last = q.lastError;
+  return last === null ? null : { errno: last.errno, code: last.code, op: last.op, at: new Date(last.atMs).toISOString() };
 }
 
 export class Device {
@@ -102,6 +134,7 @@ export class Device {
       charPath: this.charPath,
       target: n.target,
       file: this.#options.file ?? null,
+      fileDeleted: n.imageDeleted,
       size: n.size,
       offset: n.offset,
       blockSize: n.blockSize,
@@ -137,9 +170,32 @@ export class Device {
       ringEnters: sum('ringEnters'),
       bufferReleases: sum('bufferReleases'),
       registrations: sum('registrations'),
+      readErrors: sum('readErrors'),
+      writeErrors: sum('writeErrors'),
+      flushErrors: sum('flushErrors'),
+      discardErrors: sum('discardErrors'),
+      lastError: lastErrorOf(queues),
       failed: queues.some((q) => q.failure !== null),
       queues,
     };
+  }
+
+  /** The failed requests (cheap: the counters only, no sysfs). */
+  ioErrors(): IoErrorStats {
+    const queues = this.#native.stats();
+    const sum = (k: 'readErrors' | 'writeErrors' | 'flushErrors' | 'discardErrors') => queues.reduce((a, q) => a + q[k], 0);
+    return {
+      readErrors: sum('readErrors'),
+      writeErrors: sum('writeErrors'),
+      flushErrors: sum('flushErrors'),
+      discardErrors: sum('discardErrors'),
+      lastError: lastErrorOf(queues),
+    };
+  }
+
+  /** The image file was deleted while served (it keeps working through the open descriptor). */
+  imageDeleted(): boolean {
+    return this.#native.info().imageDeleted;
   }
 
   /** Why the device stopped serving (the first failed queue), or null while it serves. */

@@ -1,7 +1,8 @@
 // The control socket of a `ubloop serve` process, /run/ubloop/serve/ublkbN.sock for
 // root (serveRoot() for a user's unprivileged device), open to its own user and root:
 // it answers the same newline-delimited JSON as the daemon, for the requests that make
-// sense for one device: `resize` (ubloop resize /dev/ublkbN) and `info`.
+// sense for one device: `resize` (ubloop resize /dev/ublkbN) and `info` (with the
+// device's failed requests, for ubloop list).
 import { mkdirSync, rmSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Device } from './device.js';
@@ -28,7 +29,7 @@ export function listenServeControl(device: Device, root: string): () => void {
     (conn) => {
       const c = new Connection(conn, { kind: 'admin' }, async (req) => {
         if (req.op === RESIZE) return { size: await device.resize(req.size) };
-        if (req.op === INFO) return { device: device.info() };
+        if (req.op === INFO) return { device: device.info(), ioErrors: device.ioErrors() };
         throw new UbloopError('ENOSYS', `"${req.op}" is for the daemon; a serve process answers resize and info`);
       });
       if (conn.peer.uid !== 0 && conn.peer.uid !== process.getuid?.()) c.refuse(new UbloopError('EACCES', 'not your device'));

@@ -28,6 +28,18 @@ namespace {
 
 Napi::Value bigU64(Napi::Env env, uint64_t v) { return Napi::BigInt::New(env, v); }
 
+// The ublk op of a failed request, as the stats name it.
+const char *ublkOpName(uint8_t op) {
+  switch (op) {
+    case UBLK_IO_OP_READ: return "read";
+    case UBLK_IO_OP_WRITE: return "write";
+    case UBLK_IO_OP_FLUSH: return "flush";
+    case UBLK_IO_OP_DISCARD: return "discard";
+    case UBLK_IO_OP_WRITE_ZEROES: return "write-zeroes";
+    default: return "other";
+  }
+}
+
 // The devices an environment serves, which its cleanup hook stops and deletes if JS
 // did not.
 struct DeviceRegistry : LiveSet<std::shared_ptr<Device>> {
@@ -96,6 +108,9 @@ class NativeDevice : public Napi::ObjectWrap<NativeDevice> {
     struct stat st {};
     const bool image = s.backingFd >= 0 && fstat(s.backingFd, &st) == 0;
     o.Set("imageSize", image ? Napi::Value(Napi::Number::New(env, double(st.st_size))) : env.Null());
+    // The image's last name is gone (unlinked while served): the open descriptor keeps
+    // the inode, and the device, working, as with kernel loop.
+    o.Set("imageDeleted", image && S_ISREG(st.st_mode) && st.st_nlink == 0);
     o.Set("offset", Napi::Number::New(env, double(s.offset)));
     o.Set("blockSize", s.blockSize);
     o.Set("readOnly", s.readOnly);
@@ -120,6 +135,21 @@ class NativeDevice : public Napi::ObjectWrap<NativeDevice> {
       o.Set("ringEnters", Napi::Number::New(env, double(q.enters)));
       o.Set("bufferReleases", Napi::Number::New(env, double(q.bufferReleases)));
       o.Set("registrations", Napi::Number::New(env, double(q.registrations)));
+      o.Set("readErrors", Napi::Number::New(env, double(q.readErrors)));
+      o.Set("writeErrors", Napi::Number::New(env, double(q.writeErrors)));
+      o.Set("flushErrors", Napi::Number::New(env, double(q.flushErrors)));
+      o.Set("discardErrors", Napi::Number::New(env, double(q.discardErrors)));
+      if (q.lastErrno != 0) {
+        Napi::Object last = Napi::Object::New(env);
+        last.Set("errno", q.lastErrno);
+        const char *code = strerrorname_np(q.lastErrno);
+        last.Set("code", code != nullptr ? code : "UNKNOWN");
+        last.Set("op", ublkOpName(q.lastErrorOp));
+        last.Set("atMs", Napi::Number::New(env, double(q.lastErrorAtMs)));
+        o.Set("lastError", last);
+      } else {
+        o.Set("lastError", env.Null());
+      }
       o.Set("threadId", q.tid);
       o.Set("ringFlags", q.ringFlags);
       o.Set("failure", q.failure ? makeError(env, *q.failure).Value() : env.Null());

@@ -74,8 +74,20 @@ export interface NativeDeviceInfo extends NativeKernelDeviceInfo {
   dataPath: NativeDataPath;
   /** The image's size in bytes now (fstat of the device's own descriptor), or null for the null target. */
   imageSize: number | null;
+  /** The image file has no name left (unlinked while served; st_nlink 0): it keeps working through the open descriptor. */
+  imageDeleted: boolean;
   /** remove() has completed. */
   removed: boolean;
+}
+
+/** A request that failed: the errno it was committed with, its op and when. */
+export interface NativeLastError {
+  errno: number;
+  /** The errno's name, e.g. 'EIO', 'ENOSPC'. */
+  code: string;
+  op: 'read' | 'write' | 'flush' | 'discard' | 'write-zeroes' | 'other';
+  /** When it failed, ms since the epoch. */
+  atMs: number;
 }
 
 export interface NativeQueueStats {
@@ -92,6 +104,16 @@ export interface NativeQueueStats {
   bufferReleases: number;
   /** REGISTER_IO_BUF commands the queue made: one per data request in 'zero', a failed automatic registration's fallback in 'auto-buf'. */
   registrations: number;
+  /** Failed READ requests. */
+  readErrors: number;
+  /** Failed WRITE requests. */
+  writeErrors: number;
+  /** Failed FLUSH requests. */
+  flushErrors: number;
+  /** Failed DISCARD and WRITE_ZEROES requests. */
+  discardErrors: number;
+  /** The queue's last failed request, or null if none has failed. */
+  lastError: NativeLastError | null;
   /** Linux thread id of the queue thread. */
   threadId: number;
   /** IORING_SETUP_* flags the queue ring was created with. */

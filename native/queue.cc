@@ -105,6 +105,13 @@ QueueSnapshot Queue::snapshot() const {
       counters_.enters.get(),
       counters_.bufferReleases.get(),
       counters_.registrations.get(),
+      counters_.readErrors.get(),
+      counters_.writeErrors.get(),
+      counters_.flushErrors.get(),
+      counters_.discardErrors.get(),
+      int(counters_.lastError.load(std::memory_order_relaxed) >> 8),
+      uint8_t(counters_.lastError.load(std::memory_order_relaxed) & 0xff),
+      counters_.lastErrorAtMs.load(std::memory_order_relaxed),
       tid_.load(std::memory_order_relaxed),
       ringFlags_,
       [this] {
@@ -432,13 +439,32 @@ void Queue::finishCommit(uint16_t tag, int result) {
   const ublksrv_io_desc &d = descs_[tag];
   counters_.ops.add(1);
   if (result < 0) {
-    counters_.errors.add(1);
+    countFailure(ublksrv_get_op(&d), result);
   } else if (ublksrv_get_op(&d) == UBLK_IO_OP_READ) {
     counters_.bytesRead.add(unsigned(result));
   } else if (ublksrv_get_op(&d) == UBLK_IO_OP_WRITE) {
     counters_.bytesWritten.add(unsigned(result));
   }
   pendingCommits_.push_back({tag, result});
+}
+
+// A request is committed with -errno: the kernel fails it with the matching
+// blk_status (errno_to_blk_status: -ENOSPC becomes BLK_STS_NOSPC, which the reader or
+// writer sees as ENOSPC again; an errno it has no status for becomes EIO).
+void Queue::countFailure(uint8_t op, int result) {
+  counters_.errors.add(1);
+  switch (op) {
+    case UBLK_IO_OP_READ: counters_.readErrors.add(1); break;
+    case UBLK_IO_OP_WRITE: counters_.writeErrors.add(1); break;
+    case UBLK_IO_OP_FLUSH: counters_.flushErrors.add(1); break;
+    case UBLK_IO_OP_DISCARD:
+    case UBLK_IO_OP_WRITE_ZEROES: counters_.discardErrors.add(1); break;
+    default: break;
+  }
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  counters_.lastErrorAtMs.store(uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1'000'000, std::memory_order_relaxed);
+  counters_.lastError.store((uint32_t(-result) << 8) | op, std::memory_order_relaxed);
 }
 
 void Queue::queuePendingCommits() {

@@ -54,10 +54,25 @@ struct QueueCounters {
   QueueCounter enters;  // io_uring_enter calls made by the loop
   QueueCounter bufferReleases;  // idle releases of the I/O buffers
   QueueCounter registrations;   // REGISTER_IO_BUF made by the queue (zero copy, auto-buf fallback)
+  // Requests that failed, by ublk op (DISCARD and WRITE_ZEROES both count as discard),
+  // and the last failure: touched on the error path only.
+  QueueCounter readErrors;
+  QueueCounter writeErrors;
+  QueueCounter flushErrors;
+  QueueCounter discardErrors;
+  // errno << 8 | ublk op of the last failed request (0: none yet), and when it failed
+  // (ms since the epoch). Two loads, so a reader may pair one failure's errno with the
+  // next one's time; good enough for a report.
+  std::atomic<uint32_t> lastError{0};
+  std::atomic<uint64_t> lastErrorAtMs{0};
 };
 
 struct QueueSnapshot {
   uint64_t ops, bytesRead, bytesWritten, errors, enters, bufferReleases, registrations;
+  uint64_t readErrors, writeErrors, flushErrors, discardErrors;
+  int lastErrno;           // 0: no request has failed
+  uint8_t lastErrorOp;     // the ublk op of that request
+  uint64_t lastErrorAtMs;  // when it failed, ms since the epoch
   int tid;
   unsigned ringFlags;
   // Set once the queue thread has stopped serving on an error of its own (not by a
@@ -124,6 +139,7 @@ class Queue {
   void queueTransfer(uint16_t tag, uint8_t op);
   void transferDone(uint16_t tag, uint8_t op, int res);
   void finishCommit(uint16_t tag, int result);
+  void countFailure(uint8_t op, int result);
   void queuePendingCommits();
   void pollForCompletion();
   bool waitForEvents();

@@ -39,6 +39,8 @@ export const ublkFactory: DeviceFactory = async (spec) => {
     canStopIfUnused: device.canStopIfUnused,
     resize: (size) => device.resize(size),
     failure: () => device.failure(),
+    ioErrors: () => device.ioErrors(),
+    imageDeleted: () => device.imageDeleted(),
   };
   return bound;
 };

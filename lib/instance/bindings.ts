@@ -269,11 +269,12 @@ export class Bindings {
       path: b && slot.state === 'bound' ? this.#ctx.nodePath(index) : null,
       ublkPath: b ? b.device.path : null,
       ublkId: b ? b.device.ublkId : null,
-      backing: b ? { ...b.backing } : null,
+      backing: b ? { ...b.backing, deleted: b.device.imageDeleted?.() ?? false } : null,
       size: b ? b.device.size : null,
       options: b ? { ...b.options } : null,
       detachPending: b?.detachPending ?? false,
       failure: b ? b.device.failure() : null,
+      ioErrors: b?.device.ioErrors?.() ?? null,
     };
   }
 

@@ -2,6 +2,7 @@
 // manager runs on the host with a fake and in the daemon with real ublk devices.
 import type { BindOptions } from '../device-options.js';
 import type { Image } from '../image.js';
+import type { IoErrorCounts } from '../protocol/results.js';
 
 export interface BusyCheck {
   /**
@@ -39,6 +40,10 @@ export interface BoundDevice {
   resize(size?: number): Promise<number>;
   /** Why the device stopped serving (a queue failed; its I/O fails), or null. */
   failure(): string | null;
+  /** Its failed requests (absent: not counted, e.g. a test's fake device). */
+  ioErrors?(): IoErrorCounts;
+  /** The image file was deleted while bound: it keeps working through the open descriptor. */
+  imageDeleted?(): boolean;
 }
 
 export interface BindSpec {

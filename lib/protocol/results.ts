@@ -23,6 +23,17 @@ export interface InstanceInfo {
   memory?: number;
 }
 
+/** A device's failed requests by op, and the last one. */
+export interface IoErrorCounts {
+  readErrors: number;
+  writeErrors: number;
+  flushErrors: number;
+  /** DISCARD and WRITE_ZEROES. */
+  discardErrors: number;
+  /** The last failed request: errno, its name (EIO, ENOSPC...), the op, when (ISO 8601); null if none failed. */
+  lastError: { errno: number; code: string; op: string; at: string } | null;
+}
+
 export interface DeviceEntry {
   instance: string;
   index: number;
@@ -32,11 +43,14 @@ export interface DeviceEntry {
   /** The ublk block device behind it (/dev/ublkbN), or null while unbound. */
   ublkPath: string | null;
   ublkId: number | null;
-  backing: { path: string; dev: number; ino: number } | null;
+  /** The image; `deleted` once its file was unlinked while bound (losetup's "(deleted)"). */
+  backing: { path: string; dev: number; ino: number; deleted: boolean } | null;
   size: number | null;
   options: BindOptions | null;
   /** Unbind is waiting for the device to be released (lazy detach or autoclear). */
   detachPending: boolean;
   /** Why the device stopped serving (a queue thread failed; its I/O fails with EIO), or null. */
   failure: string | null;
+  /** Failed requests since the device was bound, or null while unbound (or not counted). */
+  ioErrors: IoErrorCounts | null;
 }

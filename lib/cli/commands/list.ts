@@ -2,7 +2,7 @@
 // other ublk devices the kernel has (`ubloop serve`, other servers) that you may query:
 // root sees all of them, a user their own unprivileged devices.
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import type { DeviceEntry } from '../../protocol/results.js';
+import type { DeviceEntry, IoErrorCounts } from '../../protocol/results.js';
 import { withDaemonClientOptions, type DaemonClientArgs } from '../daemon-options.js';
 
 interface ListArgs extends DaemonClientArgs {
@@ -33,11 +33,34 @@ export interface KernelDeviceEntry {
   owner: { uid: number; gid: number };
   unprivileged: boolean;
   flags: string[];
+  /** A `ubloop serve` device's failed requests, from its control socket; null for other servers (or one you cannot reach). */
+  ioErrors: IoErrorCounts | null;
 }
 
 type Entry = (DeviceEntry & { owner?: undefined }) | KernelDeviceEntry;
 
-async function kernelDevices(skip: Set<number>): Promise<KernelDeviceEntry[]> {
+/** The failed requests of a `ubloop serve` device, through its control socket; null if none answers. */
+async function servedErrors(root: string, id: number): Promise<IoErrorCounts | null> {
+  const { existsSync } = await import('node:fs');
+  const { DaemonClient } = await import('../../daemon/client.js');
+  const { serveRoot, serveSocket } = await import('../../daemon/paths.js');
+  for (const socket of [serveSocket(root, id), serveSocket(serveRoot(), id)]) {
+    if (!existsSync(socket)) continue;
+    try {
+      const c = DaemonClient.connect(socket);
+      try {
+        return ((await c.request({ op: 'info', index: 0 }))['ioErrors'] as IoErrorCounts | undefined) ?? null;
+      } finally {
+        c.close();
+      }
+    } catch {
+      // not yours, or the server is going away
+    }
+  }
+  return null;
+}
+
+async function kernelDevices(skip: Set<number>, root: string): Promise<KernelDeviceEntry[]> {
   const { readFileSync } = await import('node:fs');
   const { ublkDeviceIds } = await import('../../stale.js');
   const { native } = await import('../../native.js');
@@ -69,6 +92,7 @@ async function kernelDevices(skip: Set<number>): Promise<KernelDeviceEntry[]> {
       owner: { uid: info.ownerUid, gid: info.ownerGid },
       unprivileged: hasFlag(info.flags, 'UBLK_F_UNPRIVILEGED_DEV'),
       flags: flagNames(info.flags),
+      ioErrors: await servedErrors(root, id),
     });
   }
   return out;
@@ -78,7 +102,7 @@ async function collect(args: ListArgs): Promise<Entry[]> {
   const daemon = await daemonDevices(args);
   if (args.instance !== undefined) return daemon;
   const held = new Set(daemon.map((e) => e.ublkId).filter((id): id is number => id !== null));
-  return [...daemon, ...(await kernelDevices(held))];
+  return [...daemon, ...(await kernelDevices(held, args.root))];
 }
 
 async function daemonDevices(args: ListArgs): Promise<DeviceEntry[]> {
@@ -116,6 +140,23 @@ async function daemonDevices(args: ListArgs): Promise<DeviceEntry[]> {
   return out;
 }
 
+/** Failed requests by op and the last errno, e.g. "read:3,write:1 last:EIO"; "0" for none. */
+export function errorsCell(e: IoErrorCounts | null): string {
+  if (e === null) return '-';
+  const parts = (
+    [
+      ['read', e.readErrors],
+      ['write', e.writeErrors],
+      ['flush', e.flushErrors],
+      ['discard', e.discardErrors],
+    ] as const
+  )
+    .filter(([, n]) => n > 0)
+    .map(([op, n]) => `${op}:${n}`);
+  if (parts.length === 0) return '0';
+  return `${parts.join(',')}${e.lastError ? ` last:${e.lastError.code}` : ''}`;
+}
+
 async function handler(args: ArgumentsCamelCase<ListArgs>): Promise<void> {
   const { printJson } = await import('../output.js');
   const { formatSize } = await import('../../size.js');
@@ -125,7 +166,7 @@ async function handler(args: ArgumentsCamelCase<ListArgs>): Promise<void> {
     printJson(entries);
     return;
   }
-  const rows = [['INSTANCE', 'INDEX', 'STATE', 'DEVICE', 'UBLK', 'SIZE', 'FLAGS', 'BACKING']];
+  const rows = [['INSTANCE', 'INDEX', 'STATE', 'DEVICE', 'UBLK', 'SIZE', 'FLAGS', 'BACKING', 'ERRORS']];
   const served: KernelDeviceEntry[] = [];
   for (const e of entries) {
     if (e.instance === null) {
@@ -134,14 +175,15 @@ async function handler(args: ArgumentsCamelCase<ListArgs>): Promise<void> {
     }
     const flags = [e.options?.readOnly ? 'ro' : '', e.options?.directIo ? 'dio' : '', e.options?.autoclear ? 'autoclear' : '', e.detachPending ? 'detach-pending' : '']
       .filter(Boolean).join(',');
-    rows.push([e.instance, String(e.index), e.failure ? 'failed' : e.state, e.path ?? '-', e.ublkPath ?? '-', e.size === null ? '-' : formatSize(e.size), flags || '-', e.backing?.path ?? '-']);
+    const backing = e.backing ? `${e.backing.path}${e.backing.deleted ? ' (deleted)' : ''}` : '-';
+    rows.push([e.instance, String(e.index), e.failure ? 'failed' : e.state, e.path ?? '-', e.ublkPath ?? '-', e.size === null ? '-' : formatSize(e.size), flags || '-', backing, errorsCell(e.ioErrors)]);
   }
   if (rows.length > 1 || served.length === 0) process.stdout.write(table(rows));
   if (served.length > 0) {
     // Devices no instance holds: `ubloop serve` and other servers.
-    const other = [['UBLK', 'STATE', 'SIZE', 'OWNER', 'SERVER', 'FLAGS']];
+    const other = [['UBLK', 'STATE', 'SIZE', 'OWNER', 'SERVER', 'FLAGS', 'ERRORS']];
     for (const e of served) {
-      other.push([e.ublkPath, e.state, e.size === null ? '-' : formatSize(e.size), `${e.owner.uid}:${e.owner.gid}`, e.serverPid > 0 ? `pid ${e.serverPid}` : '-', e.unprivileged ? 'unprivileged' : '-']);
+      other.push([e.ublkPath, e.state, e.size === null ? '-' : formatSize(e.size), `${e.owner.uid}:${e.owner.gid}`, e.serverPid > 0 ? `pid ${e.serverPid}` : '-', e.unprivileged ? 'unprivileged' : '-', errorsCell(e.ioErrors)]);
     }
     process.stdout.write(`${rows.length > 1 ? '\n' : ''}${table(other)}`);
   }

@@ -173,7 +173,8 @@ function record(ctx: Ctx, d: DeviceEntry): LoopRecord {
     name: nodeName(ctx, d.index),
     // A lazy detach waiting for the last user shows as autoclear, as the kernel's does.
     autoclear: (o?.autoclear ?? false) || d.detachPending,
-    backFile: d.backing?.path ?? null,
+    // As the kernel's loop shows an unlinked backing file (d_path): "PATH (deleted)".
+    backFile: d.backing ? `${d.backing.path}${d.backing.deleted ? ' (deleted)' : ''}` : null,
     backIno: d.backing?.ino ?? null,
     backDev: d.backing?.dev ?? null,
     dev,
