@@ -52,6 +52,8 @@ export interface Tunables {
   copy: CopyMode;
   /** I/O scheduler for the disk ('kernel': leave the kernel's choice). */
   scheduler: SchedulerChoice;
+  /** Scan the disk's partition table (/dev/ublkbNpM), like losetup -P. */
+  partscan: boolean;
 }
 export type TunableName = keyof Tunables;
 
@@ -119,6 +121,10 @@ export const TUNABLES: { readonly [K in TunableName]: SpecOf<Tunables[K]> } = {
   scheduler: {
     kind: 'choice', label: 'scheduler', flag: 'scheduler', values: SCHEDULERS, default: 'none',
     describe: 'I/O scheduler of the disk ("kernel": leave the kernel\'s)',
+  },
+  partscan: {
+    kind: 'bool', label: 'partition scan', flag: 'partscan', alias: 'P', default: false,
+    describe: 'scan the partition table: partitions appear as /dev/ublkbNpM (like losetup -P; Linux before 7.0 always scans)',
   },
 };
 export const TUNABLE_NAMES = Object.keys(TUNABLES) as TunableName[];

@@ -39,6 +39,7 @@ export const ublkFactory: DeviceFactory = async (spec) => {
     canStopIfUnused: device.canStopIfUnused,
     resize: (size) => device.resize(size),
     failure: () => device.failure(),
+    partscan: device.partscan,
   };
   return bound;
 };

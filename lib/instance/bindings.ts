@@ -266,6 +266,7 @@ export class Bindings {
       options: b ? { ...b.options } : null,
       detachPending: b?.detachPending ?? false,
       failure: b ? b.device.failure() : null,
+      partscan: b?.device.partscan ?? false,
     };
   }
 

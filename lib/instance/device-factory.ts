@@ -39,6 +39,8 @@ export interface BoundDevice {
   resize(size?: number): Promise<number>;
   /** Why the device stopped serving (a queue failed; its I/O fails), or null. */
   failure(): string | null;
+  /** Whether the kernel scanned its partition table (/dev/ublkbNpM); absent: no. */
+  readonly partscan?: boolean;
 }
 
 export interface BindSpec {

@@ -33,4 +33,6 @@ export interface DeviceEntry {
   detachPending: boolean;
   /** Why the device stopped serving (a queue thread failed; its I/O fails with EIO), or null. */
   failure: string | null;
+  /** Whether the kernel scanned the disk's partition table (/dev/ublkbNpM), as losetup's PARTSCAN. */
+  partscan: boolean;
 }

@@ -33,6 +33,7 @@ const TUNING_FIELDS = {
   pollUs: 'count',
   copy: 'name',
   scheduler: 'name',
+  partscan: 'flag',
 } as const;
 
 type Kind = 'bytes' | 'count' | 'flag' | 'name';

@@ -179,7 +179,7 @@ function record(ctx: Ctx, d: DeviceEntry): LoopRecord {
     dev,
     offset: o?.offset ?? 0,
     sizeLimit: o?.sizeLimit ?? 0,
-    partscan: false,
+    partscan: d.partscan ?? false,
     readOnly: o?.readOnly ?? false,
     directIo: o?.directIo ?? false,
     logicalSectorSize: o?.blockSize ?? 512,
@@ -243,12 +243,12 @@ async function create(ctx: Ctx, cmd: { device: string | null; file: string; show
     const sizeLimit = toNumber(s.sizeLimit, 'size limit');
     const blockSize = toNumber(s.sectorSize, 'sector size');
     // The one check of the device options (device-options.ts), as the bind request does it.
-    options = checkBindOptions({ offset, sizeLimit, blockSize, readOnly: s.readOnly, directIo: s.directIo ?? false, autoclear: false });
+    options = checkBindOptions({
+      offset, sizeLimit, blockSize, readOnly: s.readOnly, directIo: s.directIo ?? false, autoclear: false,
+      ...(s.partscan ? { partscan: true } : {}),
+    });
   } catch (err) {
     return fail(err);
-  }
-  if (s.partscan) {
-    process.stderr.write(`${ctx.prog}: ${cmd.file}: partition scan (-P) is not supported by ubloop devices yet; setting up without it\n`);
   }
   // Opened here with the caller's rights; like losetup, read-only when it may only read it.
   try {
