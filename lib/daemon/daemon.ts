@@ -33,6 +33,8 @@ export interface DaemonOptions {
   autoclearGraceMs: number;
   /** How often autoclear / lazy detach is checked (ms). */
   sweepMs: number;
+  /** How often the devices a mount set up (clearOnUnmount) are probed for their filesystem (ms; default 200). */
+  claimPollMs?: number;
   /** Device factory (default: real ublk devices). */
   factory: DeviceFactory;
 }
@@ -55,6 +57,8 @@ export class Daemon {
   #admin: UnixServer | null = null;
   #sweeper: NodeJS.Timeout | null = null;
   #sweeping = false;
+  #claimPoller: NodeJS.Timeout | null = null;
+  #polling = false;
   /** ublk ids whose failure the log has told already. */
   readonly #failuresSaid = new Set<number>();
   #restoring = false;
@@ -120,6 +124,7 @@ export class Daemon {
     this.#admin = ipc().listenUnix(o.socket, 0o600, (conn) => this.#accept(conn, { kind: 'admin' }), this.#handlers());
     chownSync(o.socket, 0, 0);
     this.#sweeper = setInterval(() => void this.#sweep(), o.sweepMs);
+    this.#claimPoller = setInterval(() => void this.#pollClaims(), o.claimPollMs ?? 200);
     log(`listening on ${o.socket}; instances under ${instancesDir(o.root)}; state in ${o.state}`);
   }
 
@@ -131,6 +136,7 @@ export class Daemon {
 
   async #stop(): Promise<void> {
     if (this.#sweeper) clearInterval(this.#sweeper);
+    if (this.#claimPoller) clearInterval(this.#claimPoller);
     this.#admin?.close();
     this.#admin = null;
     // what changed until now is written; the stopping of the devices is not (their
@@ -247,6 +253,21 @@ export class Daemon {
   }
 
   // ---------------------------------------------------------------- upkeep
+
+  /** The autoclear of mounts: one exclusive-open probe per mounted clearOnUnmount device. */
+  async #pollClaims(): Promise<void> {
+    if (this.#polling || this.#stopping) return;
+    this.#polling = true;
+    try {
+      for (const d of await this.manager.sweepUnmounted(this.options.sweepMs)) {
+        log(`auto-detached ${d.instance}/loop${d.index} (its filesystem was unmounted)`);
+      }
+    } catch (err) {
+      log(`unmount autoclear failed: ${(err as Error).message}`);
+    } finally {
+      this.#polling = false;
+    }
+  }
 
   async #sweep(): Promise<void> {
     if (this.#sweeping || this.#stopping) return;

@@ -218,7 +218,7 @@ export class Bindings {
     const candidates = this.#table.slots().flatMap((slot) => {
       const b = slot.binding;
       if (slot.state !== 'bound' || !b) return [];
-      return b.detachPending || (b.options.autoclear && b.clientGone) ? [{ slot, b }] : [];
+      return b.detachPending || (b.options.autoclear && !b.options.clearOnUnmount && b.clientGone) ? [{ slot, b }] : [];
     });
     const looks = await Promise.all(candidates.map(({ b }) => b.device.isBusy()));
     const now = this.#ctx.now();
@@ -246,6 +246,41 @@ export class Bindings {
       if (slot.state !== 'bound' || slot.binding !== b) continue;
       await this.#teardown(slot, true);
       gone.push(slot.index);
+    }
+    return gone;
+  }
+
+  /**
+   * The autoclear of a mount (clearOnUnmount), checked often and cheaply: once the client
+   * that bound and mounted the device has gone, the device stays while it is claimed (one
+   * exclusive-open probe: a mounted filesystem, even lazily unmounted while a file in it
+   * is open, claims it; so does a mount in a namespace nobody can see). When the claim
+   * is gone, the looks (open descriptors, holders, swap, mounts anywhere) decide, at most
+   * once per lookMs while they find it in use: a disk someone opened for I/O stays until
+   * they close it, like the last close of a kernel loop device. Then it is unbound as
+   * `ubloop detach` would (refused, and retried, should anyone have it open by then).
+   */
+  async sweepUnmounted(lookMs: number): Promise<number[]> {
+    const gone: number[] = [];
+    for (const slot of this.#table.slots()) {
+      const b = slot.binding;
+      if (slot.state !== 'bound' || !b || !b.options.clearOnUnmount || !b.clientGone || b.detachPending) continue;
+      const claimed = b.device.claimed ? b.device.claimed() : await b.device.isBusy({ exclusive: true });
+      if (claimed) {
+        b.idleSince = null;
+        continue;
+      }
+      const now = this.#ctx.now();
+      if (b.idleSince !== null && now - b.idleSince < lookMs) continue; // looked busy a moment ago
+      b.idleSince = now;
+      if (await b.device.isBusy()) continue;
+      if (slot.binding !== b || slot.state !== 'bound') continue;
+      try {
+        await this.unbind(slot.index, 'refuse');
+        gone.push(slot.index);
+      } catch (err) {
+        if (!(err instanceof UbloopError && (err.code === 'EBUSY' || err.code === 'ENXIO'))) throw err;
+      }
     }
     return gone;
   }

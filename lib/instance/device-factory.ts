@@ -29,6 +29,13 @@ export interface BoundDevice {
    */
   isBusy(check?: BusyCheck): boolean | Promise<boolean>;
   /**
+   * Claimed in the kernel (an exclusive open fails with EBUSY): a filesystem holds the
+   * disk or a partition, even one lazily unmounted. The probe alone, one open(2); while it
+   * runs it holds the disk, so only for devices that are mounted already (clearOnUnmount).
+   * Absent: isBusy({ exclusive: true }) stands in.
+   */
+  claimed?(): boolean;
+  /**
    * Stops and deletes the device; idempotent. With ifUnused (only where
    * canStopIfUnused) the kernel refuses with EBUSY while the disk is open or mounted.
    */

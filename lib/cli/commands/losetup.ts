@@ -171,8 +171,9 @@ function record(ctx: Ctx, d: DeviceEntry): LoopRecord {
   const o = d.options;
   return {
     name: nodeName(ctx, d.index),
-    // A lazy detach waiting for the last user shows as autoclear, as the kernel's does.
-    autoclear: (o?.autoclear ?? false) || d.detachPending,
+    // A lazy detach waiting for the last user shows as autoclear, as the kernel's does;
+    // so does a device set up by a mount (ubloop mount, mount.ubloop), as mount -o loop's.
+    autoclear: (o?.autoclear ?? false) || (o?.clearOnUnmount ?? false) || d.detachPending,
     backFile: d.backing?.path ?? null,
     backIno: d.backing?.ino ?? null,
     backDev: d.backing?.dev ?? null,
