@@ -19,7 +19,7 @@ import { Connection, type RequestContext, type Scope } from './connection.js';
 import { dispatch } from './dispatch.js';
 import { log } from './log.js';
 import { ipc, type CuseDevice, type UnixConnection, type UnixServer } from './native-ipc.js';
-import { makeInstanceDir, makeNode, removeInstanceDir, removeNode } from './nodes.js';
+import { makeInstanceDir, makeNode, makePartitionNodes, removeInstanceDir, removeNode, removePartitionNodes } from './nodes.js';
 import { INSTANCE_SOCKET_NAME, LOOP_CONTROL_NAME, instancesDir } from './paths.js';
 
 export interface DaemonOptions {
@@ -80,8 +80,14 @@ export class Daemon {
       hooks: {
         created: (inst) => this.#instanceCreated(inst),
         removed: (inst) => this.#instanceRemoved(inst),
-        bound: (inst, index, dev) => makeNode(inst.nodePath(index), 'b', dev.major, dev.minor, inst.uid, inst.gid, inst.mode),
-        unbound: (inst, index) => removeNode(inst.nodePath(index)),
+        bound: (inst, index, dev) => {
+          makeNode(inst.nodePath(index), 'b', dev.major, dev.minor, inst.uid, inst.gid, inst.mode);
+          makePartitionNodes(inst.nodePath(index), dev.ublkId, inst.uid, inst.gid, inst.mode);
+        },
+        unbound: (inst, index) => {
+          removePartitionNodes(inst.nodePath(index));
+          removeNode(inst.nodePath(index));
+        },
         changed: () => {
           if (!this.#restoring) this.#state.changed();
         },
@@ -195,7 +201,7 @@ export class Daemon {
   async #instanceCreated(inst: Instance): Promise<void> {
     makeInstanceDir(inst.dir);
     for (const name of readdirSync(inst.dir)) {
-      if (/^loop\d+$/.test(name) || name === LOOP_CONTROL_NAME || name === INSTANCE_SOCKET_NAME) removeNode(join(inst.dir, name));
+      if (/^loop\d+(p\d+)?$/.test(name) || name === LOOP_CONTROL_NAME || name === INSTANCE_SOCKET_NAME) removeNode(join(inst.dir, name));
     }
     const io: InstanceIo = { server: null, cuse: null };
     this.#io.set(inst.name, io);
@@ -248,7 +254,10 @@ export class Daemon {
 
   async #instanceRemoved(inst: Instance): Promise<void> {
     await this.#closeIo(inst);
-    for (const index of inst.indices()) removeNode(inst.nodePath(index));
+    for (const index of inst.indices()) {
+      removePartitionNodes(inst.nodePath(index));
+      removeNode(inst.nodePath(index));
+    }
     removeInstanceDir(inst.dir);
   }
 

@@ -178,15 +178,17 @@ t.test('partitions: -P shows both, each mounts with its content, detach removes 
   t.match(l, [{ partscan: true }], 'losetup -l shows PARTSCAN 1');
   let name = diskName(l[0]?.['maj:min'] as string);
   t.ok(existsSync(`/dev/${name}p1`) && existsSync(`/dev/${name}p2`), `both partitions appear (/dev/${name}p1, p2)`);
-  sh('mkfs.ext4', ['-q', '-F', `/dev/${name}p1`]);
-  sh('mkfs.vfat', [`/dev/${name}p2`]);
+  t.ok(existsSync(`${node}p1`) && existsSync(`${node}p2`), `and beside the device's node, as a losetup script names them (${node}p1)`);
+  sh('mkfs.ext4', ['-q', '-F', `${node}p1`]);
+  sh('mkfs.vfat', [`${node}p2`]);
   for (const [p, text] of [['p1', 'ext4 part\n'], ['p2', 'vfat part\n']] as const) {
-    sh('mount', [`/dev/${name}${p}`, mnt]);
+    sh('mount', [`${node}${p}`, mnt]);
     writeFileSync(join(mnt, 'hello'), text);
     sh('umount', [mnt]);
   }
   losetup(['-d', node]);
   t.ok((await goneWithin(name, 2000)) >= 0 && !existsSync(`/dev/${name}p1`) && !existsSync(`/dev/${name}p2`), 'detach removes the disk and its partitions');
+  t.notOk(existsSync(`${node}p1`), 'and the partition nodes beside its node');
 
   // again with -P: each partition mounts with the right content and type
   losetup(['-P', '-f', img]);
