@@ -398,8 +398,19 @@ export async function umountMain(argv: readonly string[]): Promise<number> {
   const status = r.error ? 32 : (r.status ?? 32);
   if (status !== 0 || majMin === null) return status;
   const b = await bindingOf(ctx, majMin).catch(() => null);
-  // a device a mount set up goes by itself (its autoclear sees every way of unmounting)
-  if (!b || b.entry.options?.clearOnUnmount) return 0;
+  if (!b) return 0;
+  if (b.entry.options?.clearOnUnmount) {
+    // a device a mount set up goes by itself (its autoclear sees every way of unmounting):
+    // wait a little for it, so that the image is free when this returns (not after umount -l
+    // while files in it are open: then it goes when they are closed)
+    const end = Date.now() + 3000;
+    while (Date.now() < end) {
+      const still = bound(await devices({ ...ctx, instance: b.instance })).some((d) => d.index === b.index && d.ublkId === b.entry.ublkId);
+      if (!still) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return 0;
+  }
   try {
     await request(join(ctx.root, 'instances', b.instance, 'control.sock'), { op: 'unbind', index: b.index, busy: 'defer' });
   } catch (err) {
