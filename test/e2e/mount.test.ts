@@ -120,7 +120,7 @@ t.test('ubloop mount: umount, lazy umount, a namespace going away release the de
   const ns = run('unshare', ['-m', '--propagation', 'private', 'sh', '-c', `"$0" "$1" mount "$2" "$3" && cat "$3/hello" && findmnt -n -o SOURCE --mountpoint "$3"`, process.execPath, UBLOOP, img, mnt], { env: env(d), timeout: 180_000 });
   okRun('ubloop mount in a namespace', ns);
   const nsDev = ns.stdout.trim().split('\n').at(-1) as string;
-  t.match(ns.stdout, /^plain\n\/dev\/ublkb\d+$/, 'mounted inside the namespace');
+  t.match(ns.stdout.trim(), /^plain\n\/dev\/ublkb\d+$/, 'mounted inside the namespace');
   t.equal(source(mnt), null, 'not visible outside it');
   const nsGone = await goneWithin(disk(nsDev), 2000);
   t.ok(nsGone >= 0, `namespace gone: the device is gone ${nsGone} ms later (limit 2000)`);
