@@ -255,9 +255,9 @@ export class Bindings {
    * that bound and mounted the device has gone, the device stays while it is claimed (one
    * exclusive-open probe: a mounted filesystem, even lazily unmounted while a file in it
    * is open, claims it; so does a mount in a namespace nobody can see). When the claim
-   * is gone, the looks (open descriptors, holders, swap, mounts anywhere) decide, at most
-   * once per lookMs while they find it in use: a disk someone opened for I/O stays until
-   * they close it, like the last close of a kernel loop device. Then it is unbound as
+   * is gone, the looks (open descriptors, holders, swap, mounts anywhere) decide: a disk
+   * someone opened for I/O stays until they close it, like the last close of a kernel loop
+   * device, and is probed and looked at again only every lookMs meanwhile. Then it is unbound as
    * `ubloop detach` would (refused, and retried, should anyone have it open by then).
    */
   async sweepUnmounted(lookMs: number): Promise<number[]> {
@@ -265,14 +265,15 @@ export class Bindings {
     for (const slot of this.#table.slots()) {
       const b = slot.binding;
       if (slot.state !== 'bound' || !b || !b.options.clearOnUnmount || !b.clientGone || b.detachPending) continue;
+      // Found open (not mounted) a moment ago: neither probed nor looked at again for lookMs,
+      // so that someone using the disk is not met by the probe's exclusive open every poll.
+      if (b.idleSince !== null && this.#ctx.now() - b.idleSince < lookMs) continue;
       const claimed = b.device.claimed ? b.device.claimed() : await b.device.isBusy({ exclusive: true });
       if (claimed) {
         b.idleSince = null;
         continue;
       }
-      const now = this.#ctx.now();
-      if (b.idleSince !== null && now - b.idleSince < lookMs) continue; // looked busy a moment ago
-      b.idleSince = now;
+      b.idleSince = this.#ctx.now();
       if (await b.device.isBusy()) continue;
       if (slot.binding !== b || slot.state !== 'bound') continue;
       try {
