@@ -318,8 +318,9 @@ let noAutoPartScan: bigint | undefined;
 function partScanFlags(): bigint {
   if (noAutoPartScan === undefined) {
     const features = native().probeKernel().features;
-    const bit = BigInt(native().ublkFlags.find(([name]) => name === 'UBLK_F_NO_AUTO_PART_SCAN')?.[1] ?? 18);
-    noAutoPartScan = features !== null && ((features >> bit) & 1n) === 1n ? 1n << bit : 0n;
+    const entry = native().ublkFlags.find(([name]) => name === 'UBLK_F_NO_AUTO_PART_SCAN');
+    if (!entry) throw new Error("the addon's flag table has no UBLK_F_NO_AUTO_PART_SCAN");
+    noAutoPartScan = features !== null && hasFlag(features, 'UBLK_F_NO_AUTO_PART_SCAN') ? 1n << BigInt(entry[1]) : 0n;
   }
   return noAutoPartScan;
 }
