@@ -237,8 +237,9 @@ async function attach(ctx: Ctx, m: MountRequest): Promise<{ dev: string; client:
     }
     const end = (o: number, limit: number) => (limit > 0 ? o + limit : image.size);
     for (const d of bound(await devices(ctx))) {
-      if (!sameBacking(d, image) || !d.options || d.ublkPath === null) continue;
-      if (d.options.offset === options.offset && d.options.sizeLimit === options.sizeLimit && d.state === 'bound' && !d.detachPending) {
+      // one on its way out (detach pending, unbinding) is neither reused nor in the way
+      if (!sameBacking(d, image) || !d.options || d.ublkPath === null || d.state !== 'bound' || d.detachPending) continue;
+      if (d.options.offset === options.offset && d.options.sizeLimit === options.sizeLimit) {
         if (d.options.readOnly && !readOnly) {
           return fail(`${m.image} is already set up read-only (${d.ublkPath}); mount it with -o ro`);
         }
