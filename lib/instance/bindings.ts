@@ -276,12 +276,22 @@ export class Bindings {
       b.idleSince = this.#ctx.now();
       if (await b.device.isBusy()) continue;
       if (slot.binding !== b || slot.state !== 'bound') continue;
-      try {
-        await this.unbind(slot.index, 'refuse');
-        gone.push(slot.index);
-      } catch (err) {
-        if (!(err instanceof UbloopError && (err.code === 'EBUSY' || err.code === 'ENXIO'))) throw err;
+      if (b.device.canStopIfUnused) {
+        // the kernel's own check and stop in one command (TRY_STOP_DEV)
+        try {
+          await this.unbind(slot.index, 'refuse');
+          gone.push(slot.index);
+        } catch (err) {
+          if (!(err instanceof UbloopError && (err.code === 'EBUSY' || err.code === 'ENXIO'))) throw err;
+        }
+        continue;
       }
+      // without it (Linux 6.1): the looks were just taken; the probe once more right before
+      // the teardown, as the final word (not the looks again: a pass over /proc is slow)
+      const again = b.device.claimed ? b.device.claimed() : await b.device.isBusy({ exclusive: true });
+      if (again || slot.binding !== b || slot.state !== 'bound') continue;
+      await this.#teardown(slot, true);
+      gone.push(slot.index);
     }
     return gone;
   }
