@@ -52,6 +52,8 @@ export interface Tunables {
   copy: CopyMode;
   /** I/O scheduler for the disk ('kernel': leave the kernel's choice). */
   scheduler: SchedulerChoice;
+  /** Scan the disk's partition table (/dev/ublkbNpM), like losetup -P. */
+  partscan: boolean;
 }
 export type TunableName = keyof Tunables;
 
@@ -119,6 +121,10 @@ export const TUNABLES: { readonly [K in TunableName]: SpecOf<Tunables[K]> } = {
   scheduler: {
     kind: 'choice', label: 'scheduler', flag: 'scheduler', values: SCHEDULERS, default: 'none',
     describe: 'I/O scheduler of the disk ("kernel": leave the kernel\'s)',
+  },
+  partscan: {
+    kind: 'bool', label: 'partition scan', flag: 'partscan', alias: 'P', default: false,
+    describe: 'scan the partition table: partitions appear as /dev/ublkbNpM (like losetup -P; Linux before 7.0 always scans)',
   },
 };
 export const TUNABLE_NAMES = Object.keys(TUNABLES) as TunableName[];
@@ -197,13 +203,21 @@ export function checkLoopTunables(t: Pick<Tunables, 'directIo' | 'offset' | 'blo
 }
 
 /**
- * The daemon's bind options: the device options, plus autoclear. The fields a binding
- * has always carried are always present (the state file stores them); the later ones
- * only when a client set them, so a binding that tunes nothing is stored as before.
+ * The daemon's bind options: the device options, plus autoclear and clearOnUnmount. The
+ * fields a binding has always carried are always present (the state file stores them);
+ * the later ones only when a client set them, so a binding that tunes nothing is stored
+ * as before.
+ *
+ * autoclear: detached once the client that bound it has gone and nothing has used the
+ * device for the grace time (`ubloop attach --autoclear`). clearOnUnmount (present only
+ * when true): the autoclear of `mount -o loop`, set by `ubloop mount` and mount.ubloop,
+ * which mount the device before they let go of their connection: from then on it is
+ * detached as soon as nothing claims it (no filesystem holds it: unmounted, a lazy
+ * unmount's last user gone, its mount namespace gone) and nothing has it open.
  */
 export const BIND_BASE = ['offset', 'sizeLimit', 'readOnly', 'directIo', 'blockSize', 'queues', 'depth'] as const;
 type BindBase = (typeof BIND_BASE)[number];
-export type BindOptions = Pick<Tunables, BindBase> & Partial<Omit<Tunables, BindBase>> & { autoclear: boolean };
+export type BindOptions = Pick<Tunables, BindBase> & Partial<Omit<Tunables, BindBase>> & { autoclear: boolean; clearOnUnmount?: true };
 
 /** Checks bind options (as a request or a command line gives them); throws EINVAL naming the first bad one. */
 export function checkBindOptions(raw: Readonly<Record<string, unknown>>): BindOptions {
@@ -211,9 +225,11 @@ export function checkBindOptions(raw: Readonly<Record<string, unknown>>): BindOp
   const all = withDefaults(given);
   const autoclear = raw['autoclear'] ?? false;
   if (typeof autoclear !== 'boolean') throw invalid(`autoclear must be true or false, got ${show(autoclear)}`);
+  const clearOnUnmount = raw['clearOnUnmount'] ?? false;
+  if (typeof clearOnUnmount !== 'boolean') throw invalid(`clearOnUnmount must be true or false, got ${show(clearOnUnmount)}`);
   checkLoopTunables(all);
   const base = Object.fromEntries(BIND_BASE.map((k) => [k, all[k]])) as Pick<Tunables, BindBase>;
-  return { ...given, ...base, autoclear };
+  return { ...given, ...base, autoclear, ...(clearOnUnmount ? { clearOnUnmount: true as const } : {}) };
 }
 
 /** The library's options (createDevice): the device options, plus what only a library caller chooses. */

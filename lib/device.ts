@@ -1,6 +1,7 @@
 // The device API: createDevice() serves an image file (or nothing, for 'null') as
 // /dev/ublkbN from native queue threads of this process; stop() removes it.
-import { writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
 import { UbloopError, invalid, isSystemError } from './errors.js';
 import { checkOptions, loopDeviceSize, type CheckedOptions, type DataPath, type DeviceOptions, type Scheduler } from './device-options.js';
 import { checkDirectIoAlignment, closeImage, inspectImage, openImage, type Image } from './image.js';
@@ -45,6 +46,12 @@ export interface DeviceInfo {
   unprivileged: boolean;
   /** Why the device stopped serving (a queue thread failed; its I/O fails with EIO), or null. */
   failure: string | null;
+  /**
+   * Whether the kernel scanned the disk's partition table (partitions appear as
+   * /dev/ublkbNpM): asked for (partscan), or by the kernel's own choice on kernels
+   * without UBLK_F_NO_AUTO_PART_SCAN (before 7.0), which scan every ublk disk.
+   */
+  partscan: boolean;
 }
 
 /** The device's failed requests by op, and the last one (the latest over its queues). */
@@ -101,6 +108,8 @@ export class Device {
   readonly #native: NativeDevice;
   readonly #options: CheckedOptions;
   #stopping: Promise<void> | undefined;
+  /** See DeviceInfo.partscan. @internal set by startDevice */
+  partscan = false;
 
   /** @internal use createDevice() */
   constructor(dev: NativeDevice, options: CheckedOptions) {
@@ -152,6 +161,7 @@ export class Device {
       owner: { uid: n.ownerUid, gid: n.ownerGid },
       unprivileged: hasFlag(n.flags, 'UBLK_F_UNPRIVILEGED_DEV'),
       failure: this.failure(),
+      partscan: this.partscan,
     };
   }
 
@@ -317,7 +327,7 @@ export async function startDevice(o: CheckedOptions, given?: Image): Promise<Dev
         depth: o.depth,
         blockSize: o.blockSize,
         maxIoBytes: o.maxIoBytes,
-        flags: 0n,
+        flags: o.target === 'loop' ? partScanFlags() : 0n,
         discard: o.discard,
         pollUs: o.pollUs,
         copy: o.copy,
@@ -334,6 +344,12 @@ export async function startDevice(o: CheckedOptions, given?: Image): Promise<Dev
         throw err;
       }
     }
+    try {
+      device.partscan = await scanPartitions(device, o.partscan && o.target === 'loop');
+    } catch (err) {
+      await device.stop();
+      throw err;
+    }
     if (o.scheduler !== null) {
       try {
         setScheduler(device.id, o.scheduler);
@@ -346,4 +362,47 @@ export async function startDevice(o: CheckedOptions, given?: Image): Promise<Dev
   } finally {
     if (image && image !== given) closeImage(image);
   }
+}
+
+let noAutoPartScan: bigint | undefined;
+
+/**
+ * UBLK_F_NO_AUTO_PART_SCAN where the kernel offers it (GET_FEATURES, Linux 7.0+): the
+ * disk is then scanned only when asked (partscan), as a loop device without -P. Older
+ * kernels scan every ublk disk they start.
+ */
+function partScanFlags(): bigint {
+  if (noAutoPartScan === undefined) {
+    const features = native().probeKernel().features;
+    const entry = native().ublkFlags.find(([name]) => name === 'UBLK_F_NO_AUTO_PART_SCAN');
+    if (!entry) throw new Error("the addon's flag table has no UBLK_F_NO_AUTO_PART_SCAN");
+    noAutoPartScan = features !== null && hasFlag(features, 'UBLK_F_NO_AUTO_PART_SCAN') ? 1n << BigInt(entry[1]) : 0n;
+  }
+  return noAutoPartScan;
+}
+
+/** blockdev(8) from util-linux: BLKRRPART without an addon function for one ioctl. */
+function blockdevPath(): string {
+  for (const dir of ['/usr/sbin', '/sbin', '/usr/bin', '/bin']) if (existsSync(`${dir}/blockdev`)) return `${dir}/blockdev`;
+  return 'blockdev';
+}
+
+/**
+ * Scans the partition table when asked (BLKRRPART, as loop does for LO_FLAGS_PARTSCAN),
+ * so that /dev/ublkbNpM exist when the device is handed out; resolves with whether the
+ * kernel scanned the disk at all (see DeviceInfo.partscan). A kernel that keeps
+ * scanning suppressed (an unprivileged device on Linux 7.x) refuses with EINVAL: the
+ * device is then not scanned, and says so.
+ */
+async function scanPartitions(device: Device, asked: boolean): Promise<boolean> {
+  const flags = device.info();
+  const suppressed = flags.flags.includes('UBLK_F_NO_AUTO_PART_SCAN');
+  if (!asked) return !suppressed && !flags.unprivileged;
+  return new Promise((resolve, reject) => {
+    execFile(blockdevPath(), ['--rereadpt', device.path], { timeout: 60_000 }, (err, _out, stderr) => {
+      if (!err) return resolve(true);
+      if (flags.unprivileged || /Invalid argument/.test(stderr)) return resolve(false);
+      reject(new UbloopError('EIO', `cannot scan the partitions of ${device.path}: ${stderr.trim() || err.message}`));
+    });
+  });
 }

@@ -18,7 +18,9 @@ function commands(cli: Argv): Argv {
     .command(daemonCommand).command(instanceCommand).command(attachCommand).command(detachCommand).command(listCommand)
     .command(resizeCommand).command(udevCommand)
     // Listed for --help only: main() hands `losetup` its own getopt-style command line first.
-    .command({ command: 'losetup', describe: "util-linux losetup's options and output on ubloop devices (see ubloop losetup --help)", handler: () => undefined });
+    .command({ command: 'losetup', describe: "util-linux losetup's options and output on ubloop devices (see ubloop losetup --help)", handler: () => undefined })
+    .command({ command: 'mount', describe: 'attach an image and mount it, like mount -o loop; released when unmounted (see ubloop mount --help)', handler: () => undefined })
+    .command({ command: 'umount', describe: 'unmount a directory and detach its device (umount -d)', handler: () => undefined });
 }
 
 /** Runs the CLI; resolves to the process exit code. */
@@ -27,6 +29,11 @@ export async function main(argv: string[]): Promise<number> {
   if (argv[0] === 'losetup') {
     const { losetupMain } = await import('./commands/losetup.js');
     return losetupMain(argv.slice(1));
+  }
+  // mount and umount read their command lines as mount(8) and umount(8) do.
+  if (argv[0] === 'mount' || argv[0] === 'umount') {
+    const { mountMain, umountMain } = await import('./commands/mount.js');
+    return argv[0] === 'mount' ? mountMain(argv.slice(1)) : umountMain(argv.slice(1));
   }
   let exitCode = 0;
   const cli = commands(yargs(argv).scriptName('ubloop'))

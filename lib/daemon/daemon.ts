@@ -20,7 +20,7 @@ import { Connection, type RequestContext, type Scope } from './connection.js';
 import { dispatch } from './dispatch.js';
 import { log } from './log.js';
 import { ipc, type CuseDevice, type UnixConnection, type UnixServer } from './native-ipc.js';
-import { makeInstanceDir, makeNode, removeInstanceDir, removeNode } from './nodes.js';
+import { makeInstanceDir, makeNode, makePartitionNodes, removeInstanceDir, removeNode, removePartitionNodes } from './nodes.js';
 import { INSTANCE_SOCKET_NAME, LOOP_CONTROL_NAME, instancesDir } from './paths.js';
 
 export interface DaemonOptions {
@@ -34,6 +34,8 @@ export interface DaemonOptions {
   autoclearGraceMs: number;
   /** How often autoclear / lazy detach is checked (ms). */
   sweepMs: number;
+  /** How often the devices a mount set up (clearOnUnmount) are probed for their filesystem (ms; default 200). */
+  claimPollMs?: number;
   /** Device factory (default: real ublk devices). */
   factory: DeviceFactory;
   /** Daemon-wide caps on devices, queue depth and memory (default: none). */
@@ -58,6 +60,8 @@ export class Daemon {
   #admin: UnixServer | null = null;
   #sweeper: NodeJS.Timeout | null = null;
   #sweeping = false;
+  #claimPoller: NodeJS.Timeout | null = null;
+  #polling = false;
   /** ublk ids whose failure the log has told already. */
   readonly #failuresSaid = new Set<number>();
   #restoring = false;
@@ -80,8 +84,14 @@ export class Daemon {
       hooks: {
         created: (inst) => this.#instanceCreated(inst),
         removed: (inst) => this.#instanceRemoved(inst),
-        bound: (inst, index, dev) => makeNode(inst.nodePath(index), 'b', dev.major, dev.minor, inst.uid, inst.gid, inst.mode),
-        unbound: (inst, index) => removeNode(inst.nodePath(index)),
+        bound: (inst, index, dev) => {
+          makeNode(inst.nodePath(index), 'b', dev.major, dev.minor, inst.uid, inst.gid, inst.mode);
+          makePartitionNodes(inst.nodePath(index), dev.ublkId, inst.uid, inst.gid, inst.mode);
+        },
+        unbound: (inst, index) => {
+          removePartitionNodes(inst.nodePath(index));
+          removeNode(inst.nodePath(index));
+        },
         changed: () => {
           if (!this.#restoring) this.#state.changed();
         },
@@ -124,6 +134,7 @@ export class Daemon {
     this.#admin = ipc().listenUnix(o.socket, 0o600, (conn) => this.#accept(conn, { kind: 'admin' }), this.#handlers());
     chownSync(o.socket, 0, 0);
     this.#sweeper = setInterval(() => void this.#sweep(), o.sweepMs);
+    this.#claimPoller = setInterval(() => void this.#pollClaims(), o.claimPollMs ?? 200);
     log(`listening on ${o.socket}; instances under ${instancesDir(o.root)}; state in ${o.state}`);
   }
 
@@ -135,6 +146,7 @@ export class Daemon {
 
   async #stop(): Promise<void> {
     if (this.#sweeper) clearInterval(this.#sweeper);
+    if (this.#claimPoller) clearInterval(this.#claimPoller);
     this.#admin?.close();
     this.#admin = null;
     // what changed until now is written; the stopping of the devices is not (their
@@ -193,7 +205,7 @@ export class Daemon {
   async #instanceCreated(inst: Instance): Promise<void> {
     makeInstanceDir(inst.dir);
     for (const name of readdirSync(inst.dir)) {
-      if (/^loop\d+$/.test(name) || name === LOOP_CONTROL_NAME || name === INSTANCE_SOCKET_NAME) removeNode(join(inst.dir, name));
+      if (/^loop\d+(p\d+)?$/.test(name) || name === LOOP_CONTROL_NAME || name === INSTANCE_SOCKET_NAME) removeNode(join(inst.dir, name));
     }
     const io: InstanceIo = { server: null, cuse: null };
     this.#io.set(inst.name, io);
@@ -246,11 +258,29 @@ export class Daemon {
 
   async #instanceRemoved(inst: Instance): Promise<void> {
     await this.#closeIo(inst);
-    for (const index of inst.indices()) removeNode(inst.nodePath(index));
+    for (const index of inst.indices()) {
+      removePartitionNodes(inst.nodePath(index));
+      removeNode(inst.nodePath(index));
+    }
     removeInstanceDir(inst.dir);
   }
 
   // ---------------------------------------------------------------- upkeep
+
+  /** The autoclear of mounts: one exclusive-open probe per mounted clearOnUnmount device. */
+  async #pollClaims(): Promise<void> {
+    if (this.#polling || this.#stopping) return;
+    this.#polling = true;
+    try {
+      for (const d of await this.manager.sweepUnmounted(this.options.sweepMs)) {
+        log(`auto-detached ${d.instance}/loop${d.index} (its filesystem was unmounted)`);
+      }
+    } catch (err) {
+      log(`unmount autoclear failed: ${(err as Error).message}`);
+    } finally {
+      this.#polling = false;
+    }
+  }
 
   async #sweep(): Promise<void> {
     if (this.#sweeping || this.#stopping) return;

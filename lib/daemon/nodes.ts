@@ -1,5 +1,6 @@
 // Device nodes and directories of an instance: created as root, handed to the owner.
-import { chmodSync, chownSync, lstatSync, mkdirSync, rmdirSync, unlinkSync } from 'node:fs';
+import { chmodSync, chownSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { UbloopError, isSystemError } from '../errors.js';
 import { native } from '../native.js';
 
@@ -37,4 +38,35 @@ export function removeInstanceDir(dir: string): void {
   } catch (err) {
     if (!(isSystemError(err) && err.code === 'ENOENT')) throw err;
   }
+}
+
+/**
+ * The partition nodes of a bound device beside its loopN node: loopNpM for each
+ * /dev/ublkbKpM the kernel scanned (losetup -P), as /dev/loopNpM sit beside /dev/loopN,
+ * so that `${dev}p1` of a losetup script names the first partition.
+ */
+export function makePartitionNodes(diskNode: string, ublkId: number, uid: number, gid: number, mode: number): void {
+  const disk = `ublkb${ublkId}`;
+  let names: string[];
+  try {
+    names = readdirSync(`/sys/block/${disk}`).filter((n) => new RegExp(`^${disk}p\\d+$`).test(n));
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const m = /^(\d+):(\d+)$/.exec(readFileSync(`/sys/block/${disk}/${name}/dev`, 'utf8').trim());
+    if (m) makeNode(`${diskNode}${name.slice(disk.length)}`, 'b', Number(m[1]), Number(m[2]), uid, gid, mode);
+  }
+}
+
+/** Removes loopNpM nodes beside loopN. */
+export function removePartitionNodes(diskNode: string): void {
+  const base = basename(diskNode);
+  let names: string[];
+  try {
+    names = readdirSync(dirname(diskNode));
+  } catch {
+    return;
+  }
+  for (const name of names) if (name.startsWith(`${base}p`) && /^p\d+$/.test(name.slice(base.length))) removeNode(join(dirname(diskNode), name));
 }

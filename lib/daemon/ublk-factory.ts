@@ -35,12 +35,14 @@ export const ublkFactory: DeviceFactory = async (spec) => {
     },
     // the looks first; the exclusive-open probe only when asked for, and last
     isBusy: async (check) => (await ublkDiskBusy(device.id, numbers.major, numbers.minor)) || (check?.exclusive === true && ublkDiskClaimed(device.id)),
+    claimed: () => ublkDiskClaimed(device.id),
     stop: (options) => device.stop(options),
     canStopIfUnused: device.canStopIfUnused,
     resize: (size) => device.resize(size),
     failure: () => device.failure(),
     ioErrors: () => device.ioErrors(),
     imageDeleted: () => device.imageDeleted(),
+    partscan: device.partscan,
   };
   return bound;
 };

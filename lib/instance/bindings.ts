@@ -226,7 +226,7 @@ export class Bindings {
     const candidates = this.#table.slots().flatMap((slot) => {
       const b = slot.binding;
       if (slot.state !== 'bound' || !b) return [];
-      return b.detachPending || (b.options.autoclear && b.clientGone) ? [{ slot, b }] : [];
+      return b.detachPending || (b.options.autoclear && !b.options.clearOnUnmount && b.clientGone) ? [{ slot, b }] : [];
     });
     const looks = await Promise.all(candidates.map(({ b }) => b.device.isBusy()));
     const now = this.#ctx.now();
@@ -258,6 +258,52 @@ export class Bindings {
     return gone;
   }
 
+  /**
+   * The autoclear of a mount (clearOnUnmount), checked often and cheaply: once the client
+   * that bound and mounted the device has gone, the device stays while it is claimed (one
+   * exclusive-open probe: a mounted filesystem, even lazily unmounted while a file in it
+   * is open, claims it; so does a mount in a namespace nobody can see). When the claim
+   * is gone, the looks (open descriptors, holders, swap, mounts anywhere) decide: a disk
+   * someone opened for I/O stays until they close it, like the last close of a kernel loop
+   * device, and is probed and looked at again only every lookMs meanwhile. Then it is unbound as
+   * `ubloop detach` would (refused, and retried, should anyone have it open by then).
+   */
+  async sweepUnmounted(lookMs: number): Promise<number[]> {
+    const gone: number[] = [];
+    for (const slot of this.#table.slots()) {
+      const b = slot.binding;
+      if (slot.state !== 'bound' || !b || !b.options.clearOnUnmount || !b.clientGone || b.detachPending) continue;
+      // Found open (not mounted) a moment ago: neither probed nor looked at again for lookMs,
+      // so that someone using the disk is not met by the probe's exclusive open every poll.
+      if (b.idleSince !== null && this.#ctx.now() - b.idleSince < lookMs) continue;
+      const claimed = b.device.claimed ? b.device.claimed() : await b.device.isBusy({ exclusive: true });
+      if (claimed) {
+        b.idleSince = null;
+        continue;
+      }
+      b.idleSince = this.#ctx.now();
+      if (await b.device.isBusy()) continue;
+      if (slot.binding !== b || slot.state !== 'bound') continue;
+      if (b.device.canStopIfUnused) {
+        // the kernel's own check and stop in one command (TRY_STOP_DEV)
+        try {
+          await this.unbind(slot.index, 'refuse');
+          gone.push(slot.index);
+        } catch (err) {
+          if (!(err instanceof UbloopError && (err.code === 'EBUSY' || err.code === 'ENXIO'))) throw err;
+        }
+        continue;
+      }
+      // without it (Linux 6.1): the looks were just taken; the probe once more right before
+      // the teardown, as the final word (not the looks again: a pass over /proc is slow)
+      const again = b.device.claimed ? b.device.claimed() : await b.device.isBusy({ exclusive: true });
+      if (again || slot.binding !== b || slot.state !== 'bound') continue;
+      await this.#teardown(slot, true);
+      gone.push(slot.index);
+    }
+    return gone;
+  }
+
   entry(index: number): DeviceEntry | null {
     const slot = this.#table.slot(index);
     if (!slot) return null;
@@ -275,6 +321,7 @@ export class Bindings {
       detachPending: b?.detachPending ?? false,
       failure: b ? b.device.failure() : null,
       ioErrors: b?.device.ioErrors?.() ?? null,
+      partscan: b?.device.partscan ?? false,
     };
   }
 

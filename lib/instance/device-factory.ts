@@ -30,6 +30,13 @@ export interface BoundDevice {
    */
   isBusy(check?: BusyCheck): boolean | Promise<boolean>;
   /**
+   * Claimed in the kernel (an exclusive open fails with EBUSY): a filesystem holds the
+   * disk or a partition, even one lazily unmounted. The probe alone, one open(2); while it
+   * runs it holds the disk, so only for devices that are mounted already (clearOnUnmount).
+   * Absent: isBusy({ exclusive: true }) stands in.
+   */
+  claimed?(): boolean;
+  /**
    * Stops and deletes the device; idempotent. With ifUnused (only where
    * canStopIfUnused) the kernel refuses with EBUSY while the disk is open or mounted.
    */
@@ -44,6 +51,8 @@ export interface BoundDevice {
   ioErrors?(): IoErrorCounts;
   /** The image file was deleted while bound: it keeps working through the open descriptor. */
   imageDeleted?(): boolean;
+  /** Whether the kernel scanned its partition table (/dev/ublkbNpM); absent: no. */
+  readonly partscan?: boolean;
 }
 
 export interface BindSpec {

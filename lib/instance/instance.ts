@@ -210,6 +210,11 @@ export class Instance {
     return this.#bindings.sweep(graceMs);
   }
 
+  /** Unbinds the mounted devices whose filesystem has gone (clearOnUnmount); resolves with their indices. */
+  sweepUnmounted(lookMs: number): Promise<number[]> {
+    return this.#bindings.sweepUnmounted(lookMs);
+  }
+
   // ---------------------------------------------------------------- views
 
   entry(index: number): DeviceEntry | null {

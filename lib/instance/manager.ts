@@ -240,6 +240,15 @@ export class InstanceManager {
     });
   }
 
+  /** The mount autoclear (clearOnUnmount) over every instance; see Bindings.sweepUnmounted. */
+  async sweepUnmounted(lookMs: number): Promise<{ instance: string; index: number }[]> {
+    const out: { instance: string; index: number }[] = [];
+    for (const inst of this.#instances.values()) {
+      for (const index of await inst.sweepUnmounted(lookMs)) out.push({ instance: inst.name, index });
+    }
+    return out;
+  }
+
   /** Stops every device (daemon shutdown); bindings stay in the state for the next start. */
   async shutdown(): Promise<void> {
     await Promise.allSettled([...this.#instances.values()].map((i) => i.shutdown()));

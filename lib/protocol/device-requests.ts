@@ -57,10 +57,10 @@ export type LoopIoctlRequest = ReturnType<typeof checkLoopIoctl>;
  * Binds an image to an index (or, without `index`, to GET_FREE's answer in one step).
  * The image is the descriptor passed with the request (SCM_RIGHTS); root may name a
  * `path` instead. Its options are the device options (TUNABLES in device-options.ts),
- * each an optional field of the request, plus `autoclear`.
+ * each an optional field of the request, plus `autoclear` and `clearOnUnmount` (device-options.ts).
  */
 export const BIND = 'bind';
-export const checkBind = deviceRequest(BIND, ['index', 'path', ...TUNABLE_NAMES, 'autoclear'], (f) => {
+export const checkBind = deviceRequest(BIND, ['index', 'path', ...TUNABLE_NAMES, 'autoclear', 'clearOnUnmount'], (f) => {
   const index = optInt(f, 'index', INT32.min, INT32.max);
   const path = optStr(f, 'path');
   // the kernel's paths end at a NUL; node refuses them with a code that is no errno

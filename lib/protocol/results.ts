@@ -53,4 +53,6 @@ export interface DeviceEntry {
   failure: string | null;
   /** Failed requests since the device was bound, or null while unbound (or not counted). */
   ioErrors: IoErrorCounts | null;
+  /** Whether the kernel scanned the disk's partition table (/dev/ublkbNpM), as losetup's PARTSCAN. */
+  partscan: boolean;
 }

@@ -24,8 +24,9 @@ const OPTION_FIELDS = {
 } as const;
 
 /**
- * Tuning a binding may have been given (the device options beyond the loop device's own):
- * written only when given, so that the device takes today's default otherwise.
+ * Tuning a binding may have been given (the device options beyond the loop device's own),
+ * and the later flags (clearOnUnmount: a mount's autoclear): written only when given, so
+ * that the device takes today's default otherwise and files without them still load.
  */
 const TUNING_FIELDS = {
   maxIoBytes: 'bytes',
@@ -33,6 +34,8 @@ const TUNING_FIELDS = {
   pollUs: 'count',
   copy: 'name',
   scheduler: 'name',
+  partscan: 'flag',
+  clearOnUnmount: 'flag',
 } as const;
 
 type Kind = 'bytes' | 'count' | 'flag' | 'name';

@@ -39,6 +39,10 @@ class FakeUblk {
         probes.push(id);
         return claimed.has(id);
       },
+      claimed: () => {
+        probes.push(id);
+        return claimed.has(id);
+      },
       stop: async () => { live.delete(id); },
       canStopIfUnused: false,
       resize: async (size?: number) => size ?? 4096,
@@ -232,6 +236,35 @@ t.test('a busy device is detached lazily; autoclear waits for the client and the
   now += 1000;
   t.same(await m.sweep(1000), [{ instance: 'a', index: 0 }]);
   t.equal(fake.live.size, 0);
+});
+
+t.test('a mount\'s autoclear (clearOnUnmount): kept while claimed, detached once the claim and every user are gone', async (t) => {
+  let now = 0;
+  const { m, fake } = setup({ now: () => now });
+  const a = await m.create({ name: 'a' });
+  await a.bind({ fd: 0, backing: BACKING, options: { ...OPTS, clearOnUnmount: true }, caller: caller(1) });
+  t.same(await m.sweepUnmounted(1000), [], 'the mounting client is still there: not even probed');
+  t.same(fake.probes, []);
+  t.same(await m.sweep(0), [], 'the slow sweep leaves it to the claim poll');
+  fake.claimed.add(0);
+  m.clientGone('conn:1');
+  for (let i = 0; i < 5; i++) t.same(await m.sweepUnmounted(1000), [], 'mounted (claimed): kept');
+  t.equal(fake.probes.length, 5, 'one probe per poll, nothing more');
+  fake.claimed.delete(0);
+  fake.busy.add(0);
+  t.same(await m.sweepUnmounted(1000), [], 'unmounted, but someone has it open for I/O: kept (loop: the last close)');
+  now += 100;
+  t.same(await m.sweepUnmounted(1000), [], 'the looks are not repeated within lookMs');
+  fake.busy.delete(0);
+  t.same(await m.sweepUnmounted(1000), [], 'closed, but looked at a moment ago');
+  now += 1000;
+  t.same(await m.sweepUnmounted(1000), [{ instance: 'a', index: 0 }], 'closed: detached');
+  t.equal(fake.live.size, 0);
+
+  await a.bind({ fd: 0, backing: BACKING, options: { ...OPTS, clearOnUnmount: true }, caller: caller(2) });
+  m.clientGone('conn:2');
+  t.same(await m.sweepUnmounted(1000), [{ instance: 'a', index: 0 }], 'never mounted (the mount failed) once its client left: detached at once');
+  t.same(a.bindings(), [], 'and gone from the state');
 });
 
 t.test('the sweep probes exclusively only once a device is due, and keeps it if claimed (issue 8)', async (t) => {

@@ -57,6 +57,7 @@ const tuned: [name: string, value: unknown, flag: string[]][] = [
   ['pollUs', 0, ['--poll-us', '0']],
   ['copy', 'user', ['--copy', 'user']],
   ['scheduler', 'mq-deadline', ['--scheduler', 'mq-deadline']],
+  ['partscan', true, ['--partscan']],
 ];
 
 t.test('the tuned values cover every option', async (t) => {
@@ -87,7 +88,7 @@ t.test('attach sends every option to the bind request', async (t) => {
   // attach refuses a bad value before it opens anything; with good ones it would go on to
   // open the image, so the proof that each flag is read is the check seeing it.
   for (const [name, , flag] of tuned) {
-    if (flag[0] === '--read-only' || flag[0] === '--direct-io' || flag[0] === '--no-discard') continue;
+    if (flag[0] === '--read-only' || flag[0] === '--direct-io' || flag[0] === '--no-discard' || flag[0] === '--partscan') continue;
     const bad = flag[0] === '--copy' || flag[0] === '--scheduler' ? 'nope' : flag[0] === '--block-size' ? '1000' : '-5';
     const r = await cli(['attach', '/nonexistent/ubloop-test.img', flag[0] as string, bad]);
     t.equal(r.code, 2, `attach ${flag[0]} ${bad}: a usage error`);

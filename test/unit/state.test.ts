@@ -181,7 +181,9 @@ t.test('restore brings back instances, limits, owners and matching bindings, and
 });
 
 t.test('a tuned binding keeps its tuning across a restart; a bad stored option fails that binding only', async (t) => {
-  const tuned: BindOptions = { ...OPTS, readOnly: false, maxIoBytes: 1 << 20, discard: false, pollUs: 0, copy: 'kernel', scheduler: 'mq-deadline' };
+  const tuned: BindOptions = {
+    ...OPTS, readOnly: false, maxIoBytes: 1 << 20, discard: false, pollUs: 0, copy: 'kernel', scheduler: 'mq-deadline', partscan: true, clearOnUnmount: true,
+  };
   const state: StateData = {
     owners: [],
     instances: [{ name: 't', max: 4, uid: 0, gid: 0, mode: 0o600, indices: [0, 1], bindings: [
@@ -192,8 +194,10 @@ t.test('a tuned binding keeps its tuning across a restart; a bad stored option f
   const { path } = tempState();
   await writeState(path, state);
   const stored = JSON.parse(readFileSync(path, 'utf8')) as { instances: { bindings: { options: Record<string, unknown> }[] }[] };
-  t.match(stored.instances[0]?.bindings[0]?.options, { maxIoBytes: 1 << 20, discard: false, pollUs: 0, copy: 'kernel', scheduler: 'mq-deadline' });
+  t.match(stored.instances[0]?.bindings[0]?.options, { maxIoBytes: 1 << 20, discard: false, pollUs: 0, copy: 'kernel', scheduler: 'mq-deadline', partscan: true, clearOnUnmount: true });
   t.notOk('copy' in (stored.instances[0]?.bindings[1]?.options ?? {}), 'untuned options are not written (the default then is the day\'s default)');
+  t.notOk('partscan' in (stored.instances[0]?.bindings[1]?.options ?? {}), 'nor partscan');
+  t.notOk('clearOnUnmount' in (stored.instances[0]?.bindings[1]?.options ?? {}), 'nor a mount\'s autoclear: files of before issue 12 look the same');
   // a stored copy mode this build does not know: that binding fails, the other comes back
   const bound = stored.instances[0]?.bindings[1];
   if (bound) bound.options['copy'] = 'warp';

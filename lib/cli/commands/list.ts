@@ -173,7 +173,7 @@ async function handler(args: ArgumentsCamelCase<ListArgs>): Promise<void> {
       served.push(e);
       continue;
     }
-    const flags = [e.options?.readOnly ? 'ro' : '', e.options?.directIo ? 'dio' : '', e.options?.autoclear ? 'autoclear' : '', e.detachPending ? 'detach-pending' : '']
+    const flags = [e.options?.readOnly ? 'ro' : '', e.options?.directIo ? 'dio' : '', e.options?.autoclear || e.options?.clearOnUnmount ? 'autoclear' : '', e.detachPending ? 'detach-pending' : '']
       .filter(Boolean).join(',');
     const backing = e.backing ? `${e.backing.path}${e.backing.deleted ? ' (deleted)' : ''}` : '-';
     rows.push([e.instance, String(e.index), e.failure ? 'failed' : e.state, e.path ?? '-', e.ublkPath ?? '-', e.size === null ? '-' : formatSize(e.size), flags || '-', backing, errorsCell(e.ioErrors)]);

@@ -31,18 +31,18 @@ const STRERROR: Readonly<Record<string, string>> = {
   ECONNREFUSED: 'Connection refused', ETIMEDOUT: 'Connection timed out', EOVERFLOW: 'Value too large for defined data type',
 };
 
-function strerror(err: unknown): string {
+export function strerror(err: unknown): string {
   const code = (err as { code?: unknown }).code;
   if (typeof code === 'string' && STRERROR[code]) return STRERROR[code] as string;
   return err instanceof Error ? err.message : String(err);
 }
 
-function codeOf(err: unknown): string | undefined {
+export function codeOf(err: unknown): string | undefined {
   const code = (err as { code?: unknown }).code;
   return typeof code === 'string' ? code : undefined;
 }
 
-interface Ctx {
+export interface Ctx {
   prog: string;
   socket: string;
   root: string;
@@ -54,7 +54,7 @@ interface Ctx {
   why(err: unknown): void;
 }
 
-function request(socket: string, message: Record<string, unknown>, fds: number[] = []): Promise<Record<string, unknown>> {
+export function request(socket: string, message: Record<string, unknown>, fds: number[] = []): Promise<Record<string, unknown>> {
   const client = DaemonClient.connect(socket);
   return client.request(message, fds).finally(() => client.close());
 }
@@ -123,7 +123,7 @@ async function daemonUp(ctx: Ctx): Promise<boolean> {
  * daemon when none answers, and creates the `default` instance when it is missing.
  * Throws (ENOENT, with what to do) when the instance is not there.
  */
-async function instanceReady(ctx: Ctx): Promise<string> {
+export async function instanceReady(ctx: Ctx): Promise<string> {
   const sock = instanceSocket(ctx.root, ctx.instance);
   const root = process.getuid?.() === 0;
   if (root && !(await daemonUp(ctx))) await startDaemon(ctx);
@@ -143,18 +143,18 @@ async function instanceReady(ctx: Ctx): Promise<string> {
 }
 
 /** The instance's devices; none when there is no daemon or no such instance (util-linux shows nothing without loop devices). */
-async function devices(ctx: Ctx): Promise<DeviceEntry[]> {
+export async function devices(ctx: Ctx): Promise<DeviceEntry[]> {
   const sock = instanceSocket(ctx.root, ctx.instance);
   if (!existsSync(sock)) return [];
   const reply = await request(sock, { op: 'list' });
   return reply['devices'] as DeviceEntry[];
 }
 
-function bound(list: DeviceEntry[]): DeviceEntry[] {
+export function bound(list: DeviceEntry[]): DeviceEntry[] {
   return list.filter((d) => d.backing !== null && (d.state === 'bound' || d.state === 'unbinding')).sort((a, b) => a.index - b.index);
 }
 
-function nodeName(ctx: Ctx, index: number): string {
+export function nodeName(ctx: Ctx, index: number): string {
   return loopNode(dirname(instanceSocket(ctx.root, ctx.instance)), index);
 }
 
@@ -171,8 +171,9 @@ function record(ctx: Ctx, d: DeviceEntry): LoopRecord {
   const o = d.options;
   return {
     name: nodeName(ctx, d.index),
-    // A lazy detach waiting for the last user shows as autoclear, as the kernel's does.
-    autoclear: (o?.autoclear ?? false) || d.detachPending,
+    // A lazy detach waiting for the last user shows as autoclear, as the kernel's does;
+    // so does a device set up by a mount (ubloop mount, mount.ubloop), as mount -o loop's.
+    autoclear: (o?.autoclear ?? false) || (o?.clearOnUnmount ?? false) || d.detachPending,
     // As the kernel's loop shows an unlinked backing file (d_path): "PATH (deleted)".
     backFile: d.backing ? `${d.backing.path}${d.backing.deleted ? ' (deleted)' : ''}` : null,
     backIno: d.backing?.ino ?? null,
@@ -180,7 +181,7 @@ function record(ctx: Ctx, d: DeviceEntry): LoopRecord {
     dev,
     offset: o?.offset ?? 0,
     sizeLimit: o?.sizeLimit ?? 0,
-    partscan: false,
+    partscan: d.partscan ?? false,
     readOnly: o?.readOnly ?? false,
     directIo: o?.directIo ?? false,
     logicalSectorSize: o?.blockSize ?? 512,
@@ -244,12 +245,12 @@ async function create(ctx: Ctx, cmd: { device: string | null; file: string; show
     const sizeLimit = toNumber(s.sizeLimit, 'size limit');
     const blockSize = toNumber(s.sectorSize, 'sector size');
     // The one check of the device options (device-options.ts), as the bind request does it.
-    options = checkBindOptions({ offset, sizeLimit, blockSize, readOnly: s.readOnly, directIo: s.directIo ?? false, autoclear: false });
+    options = checkBindOptions({
+      offset, sizeLimit, blockSize, readOnly: s.readOnly, directIo: s.directIo ?? false, autoclear: false,
+      ...(s.partscan ? { partscan: true } : {}),
+    });
   } catch (err) {
     return fail(err);
-  }
-  if (s.partscan) {
-    process.stderr.write(`${ctx.prog}: ${cmd.file}: partition scan (-P) is not supported by ubloop devices yet; setting up without it\n`);
   }
   // Opened here with the caller's rights; like losetup, read-only when it may only read it.
   try {
@@ -420,7 +421,7 @@ function usage(prog: string): string {
     ' -o, --offset <num>            start at offset <num> into file',
     '     --sizelimit <num>         device is limited to <num> bytes of the file',
     ' -b, --sector-size <num>       set the logical sector size to <num>',
-    ' -P, --partscan                create a partitioned loop device (not supported yet)',
+    ' -P, --partscan                create a partitioned loop device',
     ' -r, --read-only               set up a read-only loop device',
     '     --direct-io[=<on|off>]    open backing file with O_DIRECT',
     '     --show                    print device name after setup (with -f)',
