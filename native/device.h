@@ -18,6 +18,14 @@ namespace ubloop {
 class Device {
  public:
   static Result<std::unique_ptr<Device>> create(DeviceSpec spec);
+  // Takes over device spec.id, left QUIESCED (or FAIL_IO) by a server that died:
+  // START_USER_RECOVERY, /dev/ublkcN opened again, queue threads FETCHing every tag,
+  // END_USER_RECOVERY. The device keeps its id, disk and parameters; queues, depth,
+  // buffer size and data path come from the device, the image and offset from spec.
+  // Refused before anything changes (EINVAL: not recoverable, EBUSY: not waiting for
+  // recovery, or the old server still holds /dev/ublkcN); a failure after
+  // START_USER_RECOVERY deletes the device, so its held I/O fails instead of hanging.
+  static Result<std::unique_ptr<Device>> recover(DeviceSpec spec);
   ~Device();
 
   // Stops and deletes the ublk device. Idempotent; returns the first error met, but
@@ -39,6 +47,9 @@ class Device {
  private:
   explicit Device(DeviceSpec spec) : spec_(std::move(spec)) {}
   std::optional<SysError> bringUp();
+  std::optional<SysError> takeOver();
+  std::optional<SysError> startQueues(int fd, abi::Encoding enc);
+  void dropCachedImage();
   void stopQueuesAndClose();
   void closeCharDevice();
   // A queue ended on a failure of its own: make the kernel fail the device's I/O.
