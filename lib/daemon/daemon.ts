@@ -10,7 +10,7 @@ import type { Instance } from '../instance/instance.js';
 import { InstanceManager } from '../instance/manager.js';
 import type { Request } from '../protocol/request.js';
 import { openBacking } from '../state/open-backing.js';
-import { restore, type RestoreReport } from '../state/restore.js';
+import { restore, type OrphanAbandoner, type RestoreReport } from '../state/restore.js';
 import { snapshot } from '../state/snapshot.js';
 import { STATE_VERSION } from '../state/schema.js';
 import { readState } from '../state/state-file.js';
@@ -35,6 +35,8 @@ export interface DaemonOptions {
   sweepMs: number;
   /** Device factory (default: real ublk devices). */
   factory: DeviceFactory;
+  /** Deletes a device the previous run left waiting for recovery when its binding cannot be restored. */
+  abandon?: OrphanAbandoner;
 }
 
 interface InstanceIo {
@@ -104,13 +106,14 @@ export class Daemon {
     } else if (saved.kind === 'ok') {
       this.#restoring = true;
       try {
-        this.restoreReport = await restore(this.manager, saved.state, openBacking);
+        this.restoreReport = await restore(this.manager, saved.state, openBacking, o.abandon);
       } finally {
         this.#restoring = false;
       }
       this.manager.clientGone('restore');
       const r = this.restoreReport;
-      log(`restored ${r.instances.length} instance(s) and ${r.rebound.length} device(s) from ${o.state}`);
+      const recovered = r.rebound.filter((b) => b.recovered).length;
+      log(`restored ${r.instances.length} instance(s) and ${r.rebound.length} device(s) from ${o.state}${recovered > 0 ? ` (${recovered} recovered from the previous run)` : ''}`);
       if (saved.from !== STATE_VERSION) log(`${o.state} had state version ${saved.from}; it is rewritten as version ${STATE_VERSION}`);
       for (const f of r.failed) log(`not restored: ${f.instance}${f.index === undefined ? '' : `/loop${f.index}`}: ${f.reason}`);
     }

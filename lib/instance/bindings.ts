@@ -47,6 +47,8 @@ export interface BindArgs {
   caller: Caller;
   /** Whose rights opened the image, when not the caller's (restore). */
   boundBy?: { uid: number; gid: number };
+  /** ublk id of the binding's device in the daemon's previous run, to take over if it waits for recovery (restore). */
+  recover?: number;
 }
 
 export interface UnbindResult {
@@ -60,6 +62,8 @@ export interface SavedBinding {
   backing: Backing;
   options: BindOptions;
   boundBy: { uid: number; gid: number };
+  /** The ublk device serving it, so that a daemon restarted after a crash can take that device over. */
+  ublkId?: number;
 }
 
 export interface BindingsContext {
@@ -96,7 +100,12 @@ export class Bindings {
     const { slot, created } = this.#table.take(args.caller, args.index);
     let device: BoundDevice;
     try {
-      device = await this.#ctx.factory({ fd: args.fd, options: args.options, ...(args.image ? { image: args.image } : {}) });
+      device = await this.#ctx.factory({
+        fd: args.fd,
+        options: args.options,
+        ...(args.image ? { image: args.image } : {}),
+        ...(args.recover === undefined ? {} : { recover: args.recover }),
+      });
     } catch (err) {
       this.#table.release(slot, created);
       throw err;
@@ -269,12 +278,16 @@ export class Bindings {
     };
   }
 
+  recovered(index: number): boolean {
+    return this.#table.slot(index)?.binding?.device.recovered === true;
+  }
+
   /** Bindings as they persist. */
   saved(): SavedBinding[] {
     const out: SavedBinding[] = [];
     for (const index of this.#table.indices()) {
       const b = this.#table.slot(index)?.binding;
-      if (b) out.push({ index, backing: { ...b.backing }, options: { ...b.options }, boundBy: { ...b.boundBy } });
+      if (b) out.push({ index, backing: { ...b.backing }, options: { ...b.options }, boundBy: { ...b.boundBy }, ublkId: b.device.ublkId });
     }
     return out;
   }

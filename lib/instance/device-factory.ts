@@ -39,6 +39,8 @@ export interface BoundDevice {
   resize(size?: number): Promise<number>;
   /** Why the device stopped serving (a queue failed; its I/O fails), or null. */
   failure(): string | null;
+  /** The device was taken over from the daemon's previous run (crash recovery), not created. */
+  readonly recovered?: boolean;
 }
 
 export interface BindSpec {
@@ -47,6 +49,11 @@ export interface BindSpec {
   /** The image behind fd, already inspected where it came in; without it the factory inspects fd itself. */
   image?: Image;
   options: BindOptions;
+  /**
+   * ublk id the binding had in the daemon's previous run: if that device still waits
+   * for recovery (the daemon died), the factory takes it over instead of adding one.
+   */
+  recover?: number;
 }
 
 export type DeviceFactory = (spec: BindSpec) => Promise<BoundDevice>;

@@ -147,6 +147,11 @@ export class Instance {
     return this.#bindings.bind(args);
   }
 
+  /** Whether index's device was taken over from the daemon's previous run (crash recovery). */
+  recovered(index: number): boolean {
+    return this.#bindings.recovered(index);
+  }
+
   /** Unbinds `index` (the index stays); a busy device is detached once released, or refused. */
   unbind(index: number, busy: 'defer' | 'refuse' = 'defer'): Promise<UnbindResult> {
     return this.#bindings.unbind(index, busy);

@@ -24,6 +24,7 @@ t.test('a loop device over a file gets the documented defaults', async (t) => {
     scheduler: 'none',
     pollUs: DEFAULTS.pollUs,
     copy: 'auto',
+    recovery: 'none',
   });
   t.equal(DEFAULTS.scheduler, 'none', 'ubloop picks no scheduler by default, not mq-deadline');
 });

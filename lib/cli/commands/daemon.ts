@@ -9,6 +9,7 @@ interface DaemonArgs {
   root: string;
   autoclearGrace: number;
   sweepInterval?: number;
+  recovery: string;
   exitCode?: number;
 }
 
@@ -22,12 +23,19 @@ function withDaemonOptions(y: Argv): Argv<DaemonArgs> {
       type: 'number',
       describe: 'ms between autoclear / lazy-detach checks (default: the grace time, within 100..1000)',
     })
+    .option('recovery', {
+      type: 'string',
+      default: 'reissue',
+      describe:
+        'what a device does if the daemon dies: reissue (hold its I/O until the restarted daemon takes it over, then redo what the dead one had taken), fail-io (fail I/O meanwhile; Linux 6.13+), none (deleted with the daemon)',
+    })
     .example('$0 daemon', 'run in the foreground (see contrib/ubloop.service)') as unknown as Argv<DaemonArgs>;
 }
 
 async function handler(args: ArgumentsCamelCase<DaemonArgs>): Promise<void> {
   const { Daemon } = await import('../../daemon/daemon.js');
-  const { ublkFactory } = await import('../../daemon/ublk-factory.js');
+  const { ublkFactoryWith } = await import('../../daemon/ublk-factory.js');
+  const { abandonOrphan, checkRecoveryMode, recoveryFlags } = await import('../../recovery.js');
   const { invalid } = await import('../../errors.js');
   if (!Number.isInteger(args.autoclearGrace) || args.autoclearGrace < 0) {
     throw invalid(`--autoclear-grace must be a whole number of milliseconds, got ${args.autoclearGrace}`);
@@ -35,13 +43,16 @@ async function handler(args: ArgumentsCamelCase<DaemonArgs>): Promise<void> {
   if (args.sweepInterval !== undefined && (!Number.isInteger(args.sweepInterval) || args.sweepInterval < 10)) {
     throw invalid(`--sweep-interval must be a whole number of milliseconds, at least 10, got ${args.sweepInterval}`);
   }
+  const recovery = checkRecoveryMode(args.recovery, '--recovery');
+  recoveryFlags(recovery); // refuses fail-io where the kernel lacks it, before anything starts
   const daemon = new Daemon({
     socket: args.socket,
     state: args.state,
     root: args.root,
     autoclearGraceMs: args.autoclearGrace,
     sweepMs: args.sweepInterval ?? Math.max(100, Math.min(1000, args.autoclearGrace)),
-    factory: ublkFactory,
+    factory: ublkFactoryWith(recovery),
+    abandon: (id) => abandonOrphan(id),
   });
   await daemon.start();
   await new Promise<void>((resolve) => {
