@@ -166,6 +166,22 @@ export class Device {
     return this.#stopping;
   }
 
+  /**
+   * Live upgrade: the device stops being served by this process but stays, holding its
+   * I/O, for another process to take over (recoverDevice). Waits up to timeoutMs for the
+   * requests in flight (0: no limit). Needs UBLK_F_QUIESCE (see canHandOver).
+   */
+  async handOver(timeoutMs = 30_000): Promise<void> {
+    if (this.#stopping !== undefined) throw new UbloopError('ENODEV', `${this.path} is stopped`);
+    await this.#native.handOver(timeoutMs);
+    this.#stopping = Promise.resolve();
+  }
+
+  /** Whether handOver() is available: the kernel granted UBLK_F_QUIESCE. */
+  get canHandOver(): boolean {
+    return hasFlag(this.#native.info().flags, 'UBLK_F_QUIESCE');
+  }
+
   /** Whether stop({ ifUnused: true }) is available: the kernel granted UBLK_F_SAFE_STOP_DEV. */
   get canStopIfUnused(): boolean {
     return hasFlag(this.#native.info().flags, 'UBLK_F_SAFE_STOP_DEV');

@@ -23,6 +23,7 @@ export const RECOVERY_MODES: readonly RecoveryMode[] = ['reissue', 'fail-io', 'n
 const USER_RECOVERY = 1n << 3n;
 const REISSUE = 1n << 4n;
 const FAIL_IO = 1n << 9n;
+const QUIESCE = 1n << 12n;
 
 export function checkRecoveryMode(value: unknown, label = 'recovery'): RecoveryMode {
   if (typeof value === 'string' && (RECOVERY_MODES as readonly string[]).includes(value)) return value as RecoveryMode;
@@ -37,14 +38,16 @@ export function checkRecoveryMode(value: unknown, label = 'recovery'): RecoveryM
  */
 export function recoveryFlags(mode: RecoveryMode, features: bigint | null = native().probeKernel().features): bigint {
   if (mode === 'none') return 0n;
-  if (mode === 'reissue') return USER_RECOVERY | REISSUE;
+  // QUIESCE (needs USER_RECOVERY) where offered: a live upgrade can hand the device over.
+  const quiesce = features !== null && (features & QUIESCE) !== 0n ? QUIESCE : 0n;
+  if (mode === 'reissue') return USER_RECOVERY | REISSUE | quiesce;
   if (features === null || (features & FAIL_IO) === 0n) {
     throw new UbloopError(
       'EOPNOTSUPP',
       `recovery mode 'fail-io' needs UBLK_F_USER_RECOVERY_FAIL_IO (Linux 6.13+), which this kernel does not offer${features === null ? ' (no GET_FEATURES: Linux 6.1)' : ''}; use 'reissue' or 'none'`,
     );
   }
-  return USER_RECOVERY | FAIL_IO;
+  return USER_RECOVERY | FAIL_IO | quiesce;
 }
 
 /** What a ublk id is, seen by a server that wants to take it over. */

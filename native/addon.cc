@@ -78,6 +78,7 @@ class NativeDevice : public Napi::ObjectWrap<NativeDevice> {
                            InstanceMethod<&NativeDevice::stats>("stats"),
                            InstanceMethod<&NativeDevice::remove>("remove"),
                            InstanceMethod<&NativeDevice::resize>("resize"),
+                           InstanceMethod<&NativeDevice::handOver>("handOver"),
                        });
   }
 
@@ -131,6 +132,7 @@ class NativeDevice : public Napi::ObjectWrap<NativeDevice> {
 
   Napi::Value remove(const Napi::CallbackInfo &cb);
   Napi::Value resize(const Napi::CallbackInfo &cb);
+  Napi::Value handOver(const Napi::CallbackInfo &cb);
 
   std::shared_ptr<Device> device_;
 };
@@ -156,6 +158,33 @@ class RemoveJob : public PromiseJob {
 Napi::Value NativeDevice::remove(const Napi::CallbackInfo &cb) {
   const bool onlyIfUnused = cb.Length() > 0 && cb[0].IsObject() && cb[0].As<Napi::Object>().Get("onlyIfUnused").ToBoolean();
   return startJob<RemoveJob>(cb.Env(), device_, onlyIfUnused);
+}
+
+class HandOverJob : public PromiseJob {
+ public:
+  HandOverJob(Napi::Env env, std::shared_ptr<Device> d, uint64_t timeoutMs)
+      : PromiseJob(env), device_(std::move(d)), registry_(*addonData(env).registry), timeoutMs_(timeoutMs) {}
+
+ protected:
+  std::optional<SysError> work() override {
+    auto err = device_->handOver(timeoutMs_);
+    if (!err) registry_.forget(device_);
+    return err;
+  }
+
+ private:
+  std::shared_ptr<Device> device_;
+  DeviceRegistry &registry_;
+  uint64_t timeoutMs_;
+};
+
+Napi::Value NativeDevice::handOver(const Napi::CallbackInfo &cb) {
+  Napi::Env env = cb.Env();
+  if (cb.Length() < 1 || !cb[0].IsNumber() || cb[0].As<Napi::Number>().DoubleValue() < 0) {
+    Napi::RangeError::New(env, "handOver: expected a timeout in ms (0: none)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  return startJob<HandOverJob>(env, device_, uint64_t(cb[0].As<Napi::Number>().DoubleValue()));
 }
 
 class ResizeJob : public PromiseJob {

@@ -295,6 +295,10 @@ void Device::queueFailed() {
     for (auto &q : queues_) q->requestExit();
   }
   closeCharDevice();
+  // A recoverable device would hold its I/O for a new server once /dev/ublkcN is
+  // released (QUIESCED), but this process is still its server and alive: stop it, so
+  // that its I/O fails with EIO as any failed device's does. remove() deletes it later.
+  if (spec_.grantedFlags & UBLK_F_USER_RECOVERY) (void)UblkControl::stop(id());
 }
 
 std::optional<SysError> Device::remove(bool onlyIfUnused) {
@@ -345,6 +349,23 @@ std::optional<SysError> Device::resize(uint64_t bytes) {
   Result<Unit> r = UblkControl::updateSize(id(), bytes);
   if (!r.ok()) return r.error;
   size_.store(bytes);
+  return std::nullopt;
+}
+
+std::optional<SysError> Device::handOver(uint64_t timeoutMs) {
+  std::lock_guard<std::mutex> lock(removeMutex_);
+  if (!added_ || removed_) return SysError::from(ENODEV, "QUIESCE_DEV", "the device has been removed");
+  if (!(spec_.grantedFlags & UBLK_F_QUIESCE)) {
+    return SysError::from(EOPNOTSUPP, "QUIESCE_DEV", "the kernel did not grant UBLK_F_QUIESCE (Linux 6.16+)");
+  }
+  Result<Unit> q = UblkControl::quiesce(id(), timeoutMs);
+  if (!q.ok()) return q.error;
+  // Every FETCH came back aborted: the queues end by themselves.
+  stopQueuesAndClose();
+  added_ = false;
+  removed_.store(true);
+  if (spec_.backingFd >= 0) close(spec_.backingFd);
+  spec_.backingFd = -1;
   return std::nullopt;
 }
 

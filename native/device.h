@@ -37,6 +37,12 @@ class Device {
   // UBLK_F_UPDATE_SIZE); the queues need nothing, requests carry their own offsets.
   std::optional<SysError> resize(uint64_t bytes);
   uint64_t size() const { return size_.load(); }
+  // Live upgrade (devices granted UBLK_F_QUIESCE): QUIESCE_DEV waits up to timeoutMs
+  // (0: no limit) until no request is with the queues, then the kernel gives back
+  // every command, the queue threads end and /dev/ublkcN is closed; the device stays,
+  // QUIESCED, holding new I/O for the next server (Device::recover). Nothing of this
+  // process deletes it afterwards (remove() then only closes the image).
+  std::optional<SysError> handOver(uint64_t timeoutMs);
 
   uint32_t id() const { return info_.dev_id; }
   const ublksrv_ctrl_dev_info &info() const { return info_; }

@@ -121,6 +121,13 @@ export declare class NativeDevice {
   remove(options?: { onlyIfUnused?: boolean }): Promise<void>;
   /** UPDATE_SIZE: the disk's new size in bytes (a multiple of 512); EOPNOTSUPP without UBLK_F_UPDATE_SIZE. */
   resize(bytes: number): Promise<void>;
+  /**
+   * Live upgrade: QUIESCE_DEV (waiting up to timeoutMs for the requests in flight, 0:
+   * no limit), then the queue threads end and /dev/ublkcN is closed, and the device is
+   * left QUIESCED, holding its I/O, for a new server's recoverDevice. This process
+   * never deletes it afterwards. EOPNOTSUPP without UBLK_F_QUIESCE (Linux 6.16+).
+   */
+  handOver(timeoutMs: number): Promise<void>;
 }
 
 /**

@@ -144,6 +144,30 @@ export class Daemon {
     log('stopped every device');
   }
 
+  /**
+   * Live upgrade: stops accepting, writes the state (every binding with its ublk id) and
+   * leaves every device QUIESCED, holding its I/O, for the next daemon to take over.
+   * Refused (nothing changes) while some device cannot be handed over (a kernel without
+   * UBLK_F_QUIESCE, a device binding or unbinding). Resolves when the process may exit.
+   */
+  async handOver(): Promise<void> {
+    if (this.#stopping) throw new UbloopError('ECANCELED', 'the daemon is stopping already');
+    const problems = this.manager.handOverProblems();
+    if (problems.length > 0) throw new UbloopError('EOPNOTSUPP', `cannot hand the devices over: ${problems.join('; ')}`);
+    this.#stopping = (async () => {
+      if (this.#sweeper) clearInterval(this.#sweeper);
+      this.#admin?.close();
+      this.#admin = null;
+      this.#state.changed();
+      await this.#state.close();
+      const t0 = Date.now();
+      await this.manager.handOver();
+      for (const inst of this.manager.instances()) await this.#closeIo(inst);
+      log(`handed every device over in ${Date.now() - t0} ms; the next daemon takes them over`);
+    })();
+    return this.#stopping;
+  }
+
   // ---------------------------------------------------------------- connections
 
   #handlers() {

@@ -7,6 +7,7 @@ import { inspectImage, type Image } from '../image.js';
 import type { BoundDevice, DeviceFactory } from '../instance/device-factory.js';
 import { abandonOrphan, awaitOrphan, type RecoveryMode } from '../recovery.js';
 import { ublkDiskBusy, ublkDiskClaimed } from './busy.js';
+import { log } from './log.js';
 
 function diskNumbers(id: number): { major: number; minor: number } {
   const text = readFileSync(`/sys/block/ublkb${id}/dev`, 'utf8').trim();
@@ -22,10 +23,14 @@ function diskNumbers(id: number): { major: number; minor: number } {
  * cannot be recovered is deleted (its held I/O fails with EIO) and the bind fails.
  */
 async function takeOver(id: number, options: ReturnType<typeof bindDeviceOptions>, image: Image): Promise<Device | null> {
+  const t0 = Date.now();
   const orphan = await awaitOrphan(id);
   if (orphan.kind !== 'orphan') return null;
+  const t1 = Date.now();
   try {
-    return await recoverDevice(options, id, image);
+    const device = await recoverDevice(options, id, image);
+    log(`took /dev/ublkb${id} over (waited ${t1 - t0} ms for the kernel to quiesce it, recovery took ${Date.now() - t1} ms)`);
+    return device;
   } catch (err) {
     const deleted = await abandonOrphan(id).catch(() => false);
     const e = err as { code?: string; message: string };
@@ -72,6 +77,7 @@ async function bindUblk(spec: Parameters<DeviceFactory>[0], recovery: RecoveryMo
     resize: (size) => device.resize(size),
     failure: () => device.failure(),
     recovered: recovered !== null,
+    ...(device.canHandOver ? { handOver: () => device.handOver() } : {}),
   };
   return bound;
 }

@@ -196,6 +196,24 @@ export class Bindings {
     await Promise.allSettled(slots.map((s) => this.#teardown(s, false)));
   }
 
+  /** Why a live upgrade cannot hand these devices over (one line each), or nothing. */
+  handOverProblems(): string[] {
+    return this.#table.slots().flatMap((s) => {
+      if (!s.binding) return [];
+      if (s.state !== 'bound') return [`${this.#ctx.name}/loop${s.index} is ${s.state}`];
+      if (!s.binding.device.handOver) return [`${this.#ctx.name}/loop${s.index} (${s.binding.device.path}) was not granted UBLK_F_QUIESCE`];
+      return [];
+    });
+  }
+
+  /** Live upgrade: every device is left to the next daemon; the bindings stay in the state. */
+  async handOver(): Promise<void> {
+    const slots = this.#table.slots().filter((s) => s.binding);
+    const results = await Promise.allSettled(slots.map((s) => (s.binding as Binding).device.handOver?.()));
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+  }
+
   /** Unbinds everything (instance removal with --force). */
   async unbindAll(): Promise<void> {
     const slots = this.#table.slots().filter((s) => s.binding);

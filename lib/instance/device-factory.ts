@@ -41,6 +41,8 @@ export interface BoundDevice {
   failure(): string | null;
   /** The device was taken over from the daemon's previous run (crash recovery), not created. */
   readonly recovered?: boolean;
+  /** Live upgrade: leave the device, holding its I/O, for the next daemon; absent where the kernel cannot (no UBLK_F_QUIESCE). */
+  handOver?(): Promise<void>;
 }
 
 export interface BindSpec {

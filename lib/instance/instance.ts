@@ -162,6 +162,14 @@ export class Instance {
     return this.#bindings.resize(index, size);
   }
 
+  handOverProblems(): string[] {
+    return this.#bindings.handOverProblems();
+  }
+
+  handOver(): Promise<void> {
+    return this.#bindings.handOver();
+  }
+
   /** Stops every device without forgetting the bindings in the state (daemon shutdown). */
   shutdown(): Promise<void> {
     return this.#bindings.shutdown();

@@ -13,6 +13,8 @@ t.test('recovery modes and the flags ADD_DEV is asked for', async (t) => {
   t.equal(recoveryFlags('none', null), 0n, 'none: the kernel deletes the disk with its server');
   t.equal(recoveryFlags('reissue', null), RECOVERY, 'reissue on 6.1 too (no GET_FEATURES): USER_RECOVERY | REISSUE');
   t.equal(recoveryFlags('fail-io', 1n << 9n), (1n << 3n) | (1n << 9n));
+  t.equal(recoveryFlags('reissue', 1n << 12n), RECOVERY | (1n << 12n), 'QUIESCE too where offered (live upgrade)');
+  t.equal(recoveryFlags('none', 1n << 12n), 0n, 'never QUIESCE without recovery (the kernel refuses it)');
   t.throws(() => recoveryFlags('fail-io', null), { code: 'EOPNOTSUPP', message: /UBLK_F_USER_RECOVERY_FAIL_IO .*Linux 6\.1/ }, 'refused before anything is added');
   t.throws(() => recoveryFlags('fail-io', 1n << 3n), { code: 'EOPNOTSUPP' });
 });

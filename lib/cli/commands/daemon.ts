@@ -10,6 +10,7 @@ interface DaemonArgs {
   autoclearGrace: number;
   sweepInterval?: number;
   recovery: string;
+  upgrade: boolean;
   exitCode?: number;
 }
 
@@ -28,6 +29,12 @@ function withDaemonOptions(y: Argv): Argv<DaemonArgs> {
       default: 'reissue',
       describe:
         'what a device does if the daemon dies: reissue (hold its I/O until the restarted daemon takes it over, then redo what the dead one had taken), fail-io (fail I/O meanwhile; Linux 6.13+), none (deleted with the daemon)',
+    })
+    .option('upgrade', {
+      type: 'boolean',
+      default: false,
+      describe:
+        'live upgrade: have the daemon running on --socket hand its devices over (SIGUSR2: quiesce, save, exit), then take them over; filesystems on them see a pause (needs UBLK_F_QUIESCE, Linux 6.16+)',
     })
     .example('$0 daemon', 'run in the foreground (see contrib/ubloop.service)') as unknown as Argv<DaemonArgs>;
 }
@@ -54,8 +61,20 @@ async function handler(args: ArgumentsCamelCase<DaemonArgs>): Promise<void> {
     factory: ublkFactoryWith(recovery),
     abandon: (id) => abandonOrphan(id),
   });
+  if (args.upgrade) await takeOverFrom(args.socket);
   await daemon.start();
   await new Promise<void>((resolve) => {
+    // Live upgrade, asked for by the next daemon (`ubloop daemon --upgrade`).
+    process.on('SIGUSR2', () => {
+      process.stderr.write('ubloop daemon: SIGUSR2: handing every device over to the next daemon\n');
+      daemon.handOver().then(resolve, (err: unknown) => {
+        const code = (err as { code?: string }).code;
+        process.stderr.write(`ubloop daemon: hand-over ${code === 'EOPNOTSUPP' || code === 'ECANCELED' ? 'refused, still serving' : 'failed'}: ${(err as Error).message}\n`);
+        if (code === 'EOPNOTSUPP' || code === 'ECANCELED') return;
+        args.exitCode = 1;
+        resolve();
+      });
+    });
     const stop = (signal: string) => {
       process.stderr.write(`ubloop daemon: ${signal}: stopping\n`);
       daemon.stop().then(resolve, (err: unknown) => {
@@ -69,6 +88,37 @@ async function handler(args: ArgumentsCamelCase<DaemonArgs>): Promise<void> {
   });
   // Open CUSE devices or sockets of clients must not keep the process up after a stop.
   setTimeout(() => process.exit(args.exitCode ?? 0), 200).unref();
+}
+
+/**
+ * `--upgrade`: asks the daemon listening on socket (its pid from the connection's peer
+ * credentials) to hand its devices over, and waits for it to exit; start() then takes
+ * the devices over from the state file. Refused where the kernel lacks QUIESCE.
+ */
+async function takeOverFrom(socket: string): Promise<void> {
+  const { UbloopError } = await import('../../errors.js');
+  const { native } = await import('../../native.js');
+  const { ipc } = await import('../../daemon/native-ipc.js');
+  const { serverAlive } = await import('../../stale.js');
+  const features = native().probeKernel().features;
+  if (features === null || (features & (1n << 12n)) === 0n) {
+    throw new UbloopError('EOPNOTSUPP', 'a live upgrade needs UBLK_F_QUIESCE (Linux 6.16+), which this kernel does not offer: stop the daemon (SIGTERM) and start the new one instead');
+  }
+  let pid: number;
+  try {
+    const conn = ipc().connectUnix(socket, { data: () => {}, close: () => {} });
+    pid = conn.peer.pid;
+    conn.destroy();
+  } catch (err) {
+    throw new UbloopError('ESRCH', `--upgrade: no daemon answers on ${socket} (${(err as { code?: string }).code ?? (err as Error).message})`);
+  }
+  process.stderr.write(`ubloop daemon: asking the running daemon (pid ${pid}) to hand its devices over\n`);
+  process.kill(pid, 'SIGUSR2');
+  const end = Date.now() + 120_000;
+  while (serverAlive(pid)) {
+    if (Date.now() > end) throw new UbloopError('ETIMEDOUT', `--upgrade: the running daemon (pid ${pid}) did not hand over within 120 s; its log says why`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 export const daemonCommand: CommandModule<object, DaemonArgs> = {
