@@ -3,7 +3,8 @@
 // fio's crc32c verify finds every block, e2fsck finds the filesystem clean, `sync`
 // issued during the outage completes after it. A device whose image is gone when the
 // daemon comes back fails its held I/O with EIO and is deleted instead of hanging.
-// The kill moments are random: replay a run with UBLOOP_RECOVERY_SEED=<seed>.
+// The kill moments are random: replay a run with UBLK_RECOVERY_SEED=<seed> (UBLK_* reaches the test VM);
+// UBLK_RECOVERY_FIO_MB sets the size fio writes per round (default 32).
 import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -12,11 +13,11 @@ import { join } from 'node:path';
 import { MiB, cli, ioEngine, mount, run, serve, sh, sleep, sparseImage, waitGone, workDir, type Server } from '../helpers/e2e.js';
 import { jsonOut, startDaemon, ublkCount, type DaemonHandle } from '../helpers/daemon.js';
 
-const SEED = Number(process.env['UBLOOP_RECOVERY_SEED'] ?? Date.now() % 2 ** 31);
-const FIO_MB = Number(process.env['UBLOOP_RECOVERY_FIO_MB'] ?? 32);
+const SEED = Number(process.env['UBLK_RECOVERY_SEED'] ?? Date.now() % 2 ** 31);
+const FIO_MB = Number(process.env['UBLK_RECOVERY_FIO_MB'] ?? 32);
 const KILLS = 3;
 const engine = ioEngine();
-t.comment(`seed ${SEED} (replay with UBLOOP_RECOVERY_SEED=${SEED}); fio writes ${FIO_MB} MiB per round`);
+t.comment(`seed ${SEED} (replay with UBLK_RECOVERY_SEED=${SEED}); fio writes ${FIO_MB} MiB per round`);
 
 /** mulberry32 */
 function rng(seed: number): () => number {
