@@ -131,6 +131,16 @@ function ublkIdOf(d: DaemonHandle, instance: string, index: number): number {
   return e.ublkId;
 }
 
+/** p, or 'timeout' after ms (the timer does not outlive the wait). */
+async function within<T>(p: Promise<T>, ms: number): Promise<T | 'timeout'> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 function fsck(t: Test, dev: string): void {
   const r = run('e2fsck', ['-fn', dev]);
   t.equal(r.status, 0, `e2fsck -fn is clean: ${r.stdout.trim().split('\n').slice(-1).join('')} ${r.stderr.trim()}`);
@@ -201,27 +211,30 @@ t.test('serve: fio verify through ext4 while serve is SIGKILLed 3 times and take
   t.equal(ublkCount(), before);
 });
 
-t.test('sync issued while the daemon is down completes after the restart, and the data is there', async (t) => {
+t.test('daemon down: sync waits and completes after the restart; a device whose image was deleted fails its held I/O with EIO and goes', async (t) => {
   const dir = workDir(t);
   const image = sparseImage(join(dir, 'y.img'), 64 * MiB);
+  const doomed = sparseImage(join(dir, 'g.img'), 16 * MiB);
   const state = join(dir, 'state.json');
   const before = ublkCount();
   let d = await startDaemon(t, dir, [], state);
   t.equal(d.cli(['instance', 'create', 'y']).status, 0);
   const node = d.cli(['attach', '--instance', 'y', image]).stdout.trim();
+  const gnode = d.cli(['attach', '--instance', 'y', doomed]).stdout.trim();
   const id = ublkIdOf(d, 'y', 0);
+  const gid = ublkIdOf(d, 'y', 1);
   sh('mkfs.ext4', ['-q', '-F', '-E', 'nodiscard', node]);
   const mnt = join(dir, 'mnt');
   mkdirSync(mnt);
   mount(t, node, mnt);
   sh('sync', []);
-
   const data = randomBytes(3 * MiB + 123);
   const src = join(dir, 'src.bin');
   writeFileSync(src, data);
+
   await d.kill();
-  // In a child: the write itself may wait for the device (ext4 reading its bitmaps),
-  // and this process must go on to start the next daemon.
+  // Both in children: the write itself may wait for the device (ext4 reading its
+  // bitmaps), and this process must go on to start the next daemon.
   const sync = spawn('sh', ['-c', 'cp "$1" "$2" && sync "$2"', 'sh', src, join(mnt, 'during-outage.bin')], { stdio: 'ignore' });
   let syncedAt = 0;
   const synced = new Promise<number | null>((r) =>
@@ -230,49 +243,34 @@ t.test('sync issued while the daemon is down completes after the restart, and th
       r(code);
     }),
   );
+  const reader = spawn('dd', [`if=${gnode}`, 'of=/dev/null', 'bs=4096', 'count=1', 'skip=7', 'iflag=direct'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let readerErr = '';
+  reader.stderr.setEncoding('utf8').on('data', (s: string) => (readerErr += s));
+  const readerDone = new Promise<number | null>((r) => reader.on('exit', (code) => r(code)));
+  rmSync(doomed);
   await sleep(1500);
   t.equal(syncedAt, 0, 'the write and sync wait while nobody serves the device');
+  t.equal(reader.exitCode, null, 'so does the read of the other device');
+
   const restart = Date.now();
   d = await startDaemon(t, dir, [], state);
-  const code = await Promise.race([synced, sleep(30_000).then(() => 'timeout')]);
-  t.equal(code, 0, 'sync completes after the restart');
+  t.match(d.stderr(), /restored 1 instance\(s\) and 1 device\(s\) .*\(1 recovered from the previous run\)/, 'loop0 was taken over');
+  t.match(d.stderr(), new RegExp(`not restored: y/loop1: cannot reopen .*g\\.img.*; /dev/ublkb${gid} was deleted, its held I/O failed with EIO`), 'loop1 could not be: the daemon says what it did');
+  t.equal(await within(synced, 30_000), 0, 'sync completes after the restart');
   t.comment(`sync completed ${syncedAt - restart} ms after the new daemon was started`);
+  const code = await within(readerDone, 30_000);
+  t.not(code, 'timeout', 'the held read ends within 30 s');
+  t.not(code, 0, 'and fails');
+  t.match(readerErr, /Input\/output error/, 'with EIO');
+  t.comment(`the held read failed ${Date.now() - restart} ms after the new daemon was started`);
+  t.same(await waitGone(gid, 10_000), [], 'the device of the deleted image is deleted');
+
   sh('umount', [mnt]);
   mount(t, node, mnt);
   t.equal(createHash('sha256').update(readFileSync(join(mnt, 'during-outage.bin'))).digest('hex'), createHash('sha256').update(data).digest('hex'), 'the file written during the outage is on the device');
   sh('umount', [mnt]);
   fsck(t, node);
-  t.same(listed(d), [['y', 0, id]], 'ubloop list: the device, same id');
+  t.same(listed(d), [['y', 0, id]], 'ubloop list: loop0 under its old id, nothing else');
   await d.stop();
   t.equal(ublkCount(), before);
-});
-
-t.test('an image deleted while the daemon is down: held I/O fails with EIO, the device is deleted', async (t) => {
-  const dir = workDir(t);
-  const image = sparseImage(join(dir, 'g.img'), 16 * MiB);
-  const state = join(dir, 'state.json');
-  const before = ublkCount();
-  let d = await startDaemon(t, dir, [], state);
-  t.equal(d.cli(['instance', 'create', 'g']).status, 0);
-  const node = d.cli(['attach', '--instance', 'g', image]).stdout.trim();
-  const id = ublkIdOf(d, 'g', 0);
-
-  await d.kill();
-  const reader = spawn('dd', [`if=${node}`, 'of=/dev/null', 'bs=4096', 'count=1', 'skip=7', 'iflag=direct'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let readerErr = '';
-  reader.stderr.setEncoding('utf8').on('data', (s: string) => (readerErr += s));
-  const readerDone = new Promise<number | null>((r) => reader.on('exit', (code) => r(code)));
-  rmSync(image);
-  const restart = Date.now();
-  d = await startDaemon(t, dir, [], state);
-  t.match(d.stderr(), new RegExp(`not restored: g/loop0: cannot reopen .*g\\.img.*; /dev/ublkb${id} was deleted, its held I/O failed with EIO`), 'the daemon says what it did');
-  const code = await Promise.race([readerDone, sleep(30_000).then(() => 'timeout')]);
-  t.not(code, 0, 'the read held during the outage fails');
-  t.not(code, 'timeout', 'within 30 s');
-  t.match(readerErr, /Input\/output error/, 'with EIO');
-  t.comment(`the held read failed ${Date.now() - restart} ms after the new daemon was started`);
-  t.same(await waitGone(id, 10_000), [], 'the device is deleted');
-  t.same(listed(d), [], 'ubloop list: no device');
-  t.equal(ublkCount(), before);
-  await d.stop();
 });
