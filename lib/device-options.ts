@@ -5,6 +5,7 @@
 // words everywhere, and carried typed after that: nothing half-created on bad input.
 import { invalid } from './errors.js';
 import type { NativeCopyMode, NativeDataPath } from './native.js';
+import { checkRecoveryMode, type RecoveryMode } from './recovery.js';
 
 export type TargetName = 'loop' | 'null';
 export type BlockSize = 512 | 1024 | 2048 | 4096;
@@ -248,6 +249,8 @@ export interface DeviceOptions extends Partial<Omit<Tunables, 'blockSize' | 'sch
   id?: number;
   /** I/O scheduler for the disk; null or 'kernel' leaves the kernel's choice. */
   scheduler?: SchedulerChoice | null;
+  /** What the device does when this process dies without stopping it (default 'none': the kernel deletes it); see RecoveryMode. */
+  recovery?: RecoveryMode;
 }
 
 export interface CheckedOptions extends Omit<Tunables, 'scheduler'> {
@@ -257,6 +260,7 @@ export interface CheckedOptions extends Omit<Tunables, 'scheduler'> {
   size: number | undefined;
   id: number;
   scheduler: Scheduler | null;
+  recovery: RecoveryMode;
 }
 
 function integer(value: unknown, name: string, min: number, max: number): number {
@@ -267,9 +271,9 @@ function integer(value: unknown, name: string, min: number, max: number): number
 }
 
 /** Device options with everything filled in, from bind options (already checked) and the image's descriptor. */
-export function bindDeviceOptions(options: BindOptions, fd: number): CheckedOptions {
+export function bindDeviceOptions(options: BindOptions, fd: number, recovery: RecoveryMode = 'none'): CheckedOptions {
   const all = withDefaults(options);
-  return { ...all, target: 'loop', file: undefined, fd, size: undefined, id: -1, scheduler: all.scheduler === 'kernel' ? null : all.scheduler };
+  return { ...all, target: 'loop', file: undefined, fd, size: undefined, id: -1, scheduler: all.scheduler === 'kernel' ? null : all.scheduler, recovery };
 }
 
 /** The library's check of createDevice's options. */
@@ -286,6 +290,7 @@ export function checkOptions(o: DeviceOptions): CheckedOptions {
     size: o.size,
     id: integer(o.id ?? -1, 'device id', -1, 0xfffff),
     scheduler: all.scheduler === 'kernel' ? null : all.scheduler,
+    recovery: checkRecoveryMode(o.recovery ?? 'none'),
   };
   if (target === 'loop') {
     if ((checked.file === undefined) === (checked.fd === undefined)) {

@@ -8,7 +8,8 @@ import { checkDirectIoAlignment, closeImage, inspectImage, openImage, type Image
 import { filesystemSize } from './filesystem-size.js';
 import { flagNames, hasFlag, readScheduler } from './kernel.js';
 import { checkCanAddDevice, explainAddError, waitForOwnNode } from './unprivileged.js';
-import { native, type NativeDevice, type NativeLastError, type NativeQueueStats } from './native.js';
+import { native, type NativeCreateOptions, type NativeDevice, type NativeLastError, type NativeQueueStats } from './native.js';
+import { awaitOrphan, checkSameDisk, recoveryFlags } from './recovery.js';
 
 export type { DeviceOptions } from './device-options.js';
 
@@ -30,7 +31,7 @@ export interface DeviceInfo {
   queues: number;
   depth: number;
   maxIoBytes: number;
-  state: 'dead' | 'live' | 'quiesced';
+  state: 'dead' | 'live' | 'quiesced' | 'fail-io';
   /** UBLK_F_* flags granted by the kernel. */
   flags: string[];
   /** How commands were encoded: 'legacy' (Linux 6.1) or 'ioctl'. */
@@ -231,6 +232,22 @@ export class Device {
     return this.#stopping;
   }
 
+  /**
+   * Live upgrade: the device stops being served by this process but stays, holding its
+   * I/O, for another process to take over (recoverDevice). Waits up to timeoutMs for the
+   * requests in flight (0: no limit). Needs UBLK_F_QUIESCE (see canHandOver).
+   */
+  async handOver(timeoutMs = 30_000): Promise<void> {
+    if (this.#stopping !== undefined) throw new UbloopError('ENODEV', `${this.path} is stopped`);
+    await this.#native.handOver(timeoutMs);
+    this.#stopping = Promise.resolve();
+  }
+
+  /** Whether handOver() is available: the kernel granted UBLK_F_QUIESCE. */
+  get canHandOver(): boolean {
+    return hasFlag(this.#native.info().flags, 'UBLK_F_QUIESCE');
+  }
+
   /** Whether stop({ ifUnused: true }) is available: the kernel granted UBLK_F_SAFE_STOP_DEV. */
   get canStopIfUnused(): boolean {
     return hasFlag(this.#native.info().flags, 'UBLK_F_SAFE_STOP_DEV');
@@ -275,6 +292,25 @@ export class Device {
   }
 }
 
+function nativeOptions(o: CheckedOptions, image: Image | undefined, size: number, flags: bigint): NativeCreateOptions {
+  return {
+    id: o.id,
+    target: o.target,
+    fd: image?.fd ?? -1,
+    offset: o.offset,
+    size,
+    readOnly: o.readOnly,
+    queues: o.queues,
+    depth: o.depth,
+    blockSize: o.blockSize,
+    maxIoBytes: o.maxIoBytes,
+    flags,
+    discard: o.discard,
+    pollUs: o.pollUs,
+    copy: o.copy,
+  };
+}
+
 function setScheduler(id: number, scheduler: Scheduler): void {
   const disk = `ublkb${id}`;
   const { active, available } = readScheduler(disk);
@@ -316,22 +352,7 @@ export async function startDevice(o: CheckedOptions, given?: Image): Promise<Dev
     }
     let dev: NativeDevice;
     try {
-      dev = await native().createDevice({
-        id: o.id,
-        target: o.target,
-        fd: image?.fd ?? -1,
-        offset: o.offset,
-        size,
-        readOnly: o.readOnly,
-        queues: o.queues,
-        depth: o.depth,
-        blockSize: o.blockSize,
-        maxIoBytes: o.maxIoBytes,
-        flags: o.target === 'loop' ? partScanFlags() : 0n,
-        discard: o.discard,
-        pollUs: o.pollUs,
-        copy: o.copy,
-      });
+      dev = await native().createDevice(nativeOptions(o, image, size, recoveryFlags(o.recovery) | (o.target === 'loop' ? partScanFlags() : 0n)));
     } catch (err) {
       throw explainAddError(err);
     }
@@ -405,4 +426,49 @@ async function scanPartitions(device: Device, asked: boolean): Promise<boolean> 
       reject(new UbloopError('EIO', `cannot scan the partitions of ${device.path}: ${stderr.trim() || err.message}`));
     });
   });
+}
+
+export interface RecoverOptions {
+  /** How long to wait for the device to be recoverable (its dead server noticed, /dev/ublkcN released). */
+  timeoutMs?: number;
+}
+
+/**
+ * Takes over ublk device `id`, left waiting for recovery by a server of this image that
+ * died (see lib/recovery.ts): same id, same disk, same device number, so whatever has
+ * the disk open or mounted sees a pause. Waits up to timeoutMs for the kernel to notice
+ * the dead server. Refuses, leaving the device as it was, when it is not such an orphan
+ * (ENODEV: no such device; EBUSY: live or not recoverable) or when the image and options
+ * do not make the same disk (EINVAL); a failure after the kernel handed the device over
+ * deletes it, so that its held I/O fails rather than hangs.
+ * @internal
+ */
+export async function recoverDevice(o: CheckedOptions, id: number, given?: Image, r: RecoverOptions = {}): Promise<Device> {
+  const deadline = Date.now() + (r.timeoutMs ?? 30_000);
+  let image: Image | undefined = given;
+  try {
+    let size = o.size ?? 0;
+    if (o.target === 'loop') {
+      image ??= o.fd !== undefined ? inspectImage(o.fd, o, `fd ${o.fd}`) : openImage(o.file as string, o);
+      size = loopDeviceSize(image.size, o, image.name);
+      if (o.directIo) checkDirectIoAlignment(image, o.blockSize, o.offset);
+    }
+    const orphan = await awaitOrphan(id, { timeoutMs: Math.max(0, deadline - Date.now()) });
+    if (orphan.kind !== 'orphan') {
+      throw new UbloopError(orphan.kind === 'absent' ? 'ENODEV' : 'EBUSY', `cannot recover ublk device ${id}: ${orphan.reason}`);
+    }
+    checkSameDisk(id, { size, blockSize: o.blockSize, readOnly: o.readOnly });
+    for (;;) {
+      try {
+        const dev = await native().recoverDevice(nativeOptions({ ...o, id }, image, size, 0n));
+        return new Device(dev, o);
+      } catch (err) {
+        // EBUSY before the takeover: the dead server's /dev/ublkcN is not released yet
+        if (!isSystemError(err) || err.code !== 'EBUSY' || err.syscall !== 'START_USER_RECOVERY' || Date.now() >= deadline) throw err;
+        await new Promise((res) => setTimeout(res, 50));
+      }
+    }
+  } finally {
+    if (image && image !== given) closeImage(image);
+  }
 }

@@ -2,6 +2,7 @@
 // present) until someone deletes them. This finds and deletes them.
 import { readdirSync, statSync } from 'node:fs';
 import { isSystemError } from './errors.js';
+import { hasFlag } from './kernel.js';
 import { native, type NativeKernelDeviceInfo } from './native.js';
 import { someProcessHasOpen } from './open-files.js';
 
@@ -26,7 +27,8 @@ export function ublkDeviceIds(): number[] {
     .sort((a, b) => a - b);
 }
 
-function alive(pid: number): boolean {
+/** Whether process pid exists (a device's server). */
+export function serverAlive(pid: number): boolean {
   if (pid <= 0) return false;
   try {
     process.kill(pid, 0);
@@ -48,8 +50,9 @@ function charDeviceHeld(id: number): boolean {
 }
 
 /**
- * Devices whose server process is gone and whose char device nobody holds open. A quiesced device waits for its server to
- * recover it, so it counts only when includeQuiesced is set.
+ * Devices whose server process is gone and whose char device nobody holds open. A recoverable device
+ * (quiesced, failing I/O, or about to be quiesced) waits for a new server to recover it, so it counts only
+ * when includeQuiesced is set.
  */
 export async function findStaleDevices(includeQuiesced = false): Promise<StaleDevice[]> {
   const stale: StaleDevice[] = [];
@@ -60,8 +63,11 @@ export async function findStaleDevices(includeQuiesced = false): Promise<StaleDe
     } catch {
       continue; // gone meanwhile
     }
-    if (alive(info.serverPid) || charDeviceHeld(id)) continue;
-    if (info.state === 'quiesced' && !includeQuiesced) continue;
+    if (serverAlive(info.serverPid) || charDeviceHeld(id)) continue;
+    // A recoverable device whose server died waits for a new one ('quiesced', or
+    // 'fail-io'); Linux 6.1 shows it 'live' for up to 5 s before it notices.
+    const recoverable = hasFlag(info.flags, 'UBLK_F_USER_RECOVERY') && info.state !== 'dead';
+    if (recoverable && !includeQuiesced) continue;
     stale.push({ id, serverPid: info.serverPid, state: info.state });
   }
   return stale;

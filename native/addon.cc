@@ -68,6 +68,7 @@ Napi::Object infoObject(Napi::Env env, const ublksrv_ctrl_dev_info &info) {
   o.Set("depth", info.queue_depth);
   o.Set("state", info.state == UBLK_S_DEV_LIVE       ? "live"
                  : info.state == UBLK_S_DEV_QUIESCED ? "quiesced"
+                 : info.state == UBLK_S_DEV_FAIL_IO  ? "fail-io"
                                                      : "dead");
   o.Set("maxIoBytes", info.max_io_buf_bytes);
   o.Set("serverPid", info.ublksrv_pid);
@@ -89,6 +90,7 @@ class NativeDevice : public Napi::ObjectWrap<NativeDevice> {
                            InstanceMethod<&NativeDevice::stats>("stats"),
                            InstanceMethod<&NativeDevice::remove>("remove"),
                            InstanceMethod<&NativeDevice::resize>("resize"),
+                           InstanceMethod<&NativeDevice::handOver>("handOver"),
                        });
   }
 
@@ -160,6 +162,7 @@ class NativeDevice : public Napi::ObjectWrap<NativeDevice> {
 
   Napi::Value remove(const Napi::CallbackInfo &cb);
   Napi::Value resize(const Napi::CallbackInfo &cb);
+  Napi::Value handOver(const Napi::CallbackInfo &cb);
 
   std::shared_ptr<Device> device_;
 };
@@ -187,6 +190,33 @@ Napi::Value NativeDevice::remove(const Napi::CallbackInfo &cb) {
   return startJob<RemoveJob>(cb.Env(), device_, onlyIfUnused);
 }
 
+class HandOverJob : public PromiseJob {
+ public:
+  HandOverJob(Napi::Env env, std::shared_ptr<Device> d, uint64_t timeoutMs)
+      : PromiseJob(env), device_(std::move(d)), registry_(*addonData(env).registry), timeoutMs_(timeoutMs) {}
+
+ protected:
+  std::optional<SysError> work() override {
+    auto err = device_->handOver(timeoutMs_);
+    if (!err) registry_.forget(device_);
+    return err;
+  }
+
+ private:
+  std::shared_ptr<Device> device_;
+  DeviceRegistry &registry_;
+  uint64_t timeoutMs_;
+};
+
+Napi::Value NativeDevice::handOver(const Napi::CallbackInfo &cb) {
+  Napi::Env env = cb.Env();
+  if (cb.Length() < 1 || !cb[0].IsNumber() || cb[0].As<Napi::Number>().DoubleValue() < 0) {
+    Napi::RangeError::New(env, "handOver: expected a timeout in ms (0: none)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  return startJob<HandOverJob>(env, device_, uint64_t(cb[0].As<Napi::Number>().DoubleValue()));
+}
+
 class ResizeJob : public PromiseJob {
  public:
   ResizeJob(Napi::Env env, std::shared_ptr<Device> d, uint64_t bytes) : PromiseJob(env), device_(std::move(d)), bytes_(bytes) {}
@@ -209,14 +239,16 @@ Napi::Value NativeDevice::resize(const Napi::CallbackInfo &cb) {
   return startJob<ResizeJob>(env, device_, uint64_t(cb[0].As<Napi::Number>().DoubleValue()));
 }
 
+// Creates a device (Device::create) or takes one over from a dead server (Device::recover).
 class CreateJob : public PromiseJob {
  public:
-  CreateJob(Napi::Env env, DeviceSpec spec)
-      : PromiseJob(env), spec_(std::move(spec)), registry_(*addonData(env).registry) {}
+  using Make = Result<std::unique_ptr<Device>> (*)(DeviceSpec spec);
+  CreateJob(Napi::Env env, DeviceSpec spec, Make make)
+      : PromiseJob(env), spec_(std::move(spec)), make_(make), registry_(*addonData(env).registry) {}
 
  protected:
   std::optional<SysError> work() override {
-    Result<std::unique_ptr<Device>> r = Device::create(spec_);
+    Result<std::unique_ptr<Device>> r = make_(spec_);
     if (!r.ok()) return r.error;
     device_ = std::shared_ptr<Device>(std::move(*r.value));
     registry_.add(device_);
@@ -238,6 +270,7 @@ class CreateJob : public PromiseJob {
 
  private:
   DeviceSpec spec_;
+  Make make_;
   std::shared_ptr<Device> device_;
   DeviceRegistry &registry_;
 };
@@ -298,16 +331,18 @@ bool requireNumbers(Napi::Env env, const Napi::Object &o, std::initializer_list<
   return true;
 }
 
-Napi::Value createDevice(const Napi::CallbackInfo &cb) {
+// The options object of createDevice / recoverDevice as a DeviceSpec (with its own dup
+// of the image's descriptor), or nothing after throwing.
+std::optional<DeviceSpec> specFrom(const Napi::CallbackInfo &cb) {
   Napi::Env env = cb.Env();
   if (cb.Length() < 1 || !cb[0].IsObject()) {
     Napi::TypeError::New(env, "createDevice: expected an options object").ThrowAsJavaScriptException();
-    return env.Undefined();
+    return std::nullopt;
   }
   Napi::Object o = cb[0].As<Napi::Object>();
   if (!requireNumbers(env, o, {"id", "fd", "offset", "size", "queues", "depth", "blockSize", "maxIoBytes", "flags",
                               "pollUs"}))
-    return env.Undefined();
+    return std::nullopt;
   DeviceSpec s;
   s.id = o.Get("id").As<Napi::Number>().Int32Value();
   std::string target = o.Get("target").ToString();
@@ -334,7 +369,7 @@ Napi::Value createDevice(const Napi::CallbackInfo &cb) {
   if (!knownCopy) {
     Napi::RangeError::New(env, "createDevice: copy must be one of auto, kernel, user, zero, auto-buf, got '" + copy + "'")
         .ThrowAsJavaScriptException();
-    return env.Undefined();
+    return std::nullopt;
   }
 
   const bool sane = (target == "loop" || target == "null") && (s.target == TargetKind::Null || fd >= 0) &&
@@ -343,18 +378,36 @@ Napi::Value createDevice(const Napi::CallbackInfo &cb) {
                     s.size > 0 && s.size % s.blockSize == 0 && s.maxIoBytes >= 4096 && s.maxIoBytes % 4096 == 0;
   if (!sane) {
     Napi::RangeError::New(env, "createDevice: invalid device options").ThrowAsJavaScriptException();
-    return env.Undefined();
+    return std::nullopt;
   }
   if (s.target == TargetKind::Loop) {
     // The device keeps its own descriptor; the caller may close theirs at once.
     s.backingFd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
     if (s.backingFd < 0) {
       makeError(env, SysError::from(errno, "dup backing fd")).ThrowAsJavaScriptException();
-      return env.Undefined();
+      return std::nullopt;
     }
   }
-  return startJob<CreateJob>(env, std::move(s));
+  return s;
 }
+
+Napi::Value createDevice(const Napi::CallbackInfo &cb) {
+  std::optional<DeviceSpec> s = specFrom(cb);
+  if (!s) return cb.Env().Undefined();
+  return startJob<CreateJob>(cb.Env(), std::move(*s), &Device::create);
+}
+
+Napi::Value recoverDevice(const Napi::CallbackInfo &cb) {
+  std::optional<DeviceSpec> s = specFrom(cb);
+  if (!s) return cb.Env().Undefined();
+  if (s->id < 0) {
+    if (s->backingFd >= 0) close(s->backingFd);
+    Napi::RangeError::New(cb.Env(), "recoverDevice: id must name the device to recover").ThrowAsJavaScriptException();
+    return cb.Env().Undefined();
+  }
+  return startJob<CreateJob>(cb.Env(), std::move(*s), &Device::recover);
+}
+
 
 Napi::Value probeKernel(const Napi::CallbackInfo &cb) {
   Napi::Env env = cb.Env();
@@ -440,6 +493,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
 
   exports.Set("NativeDevice", ctor);
   exports.Set("createDevice", Napi::Function::New(env, createDevice, "createDevice"));
+  exports.Set("recoverDevice", Napi::Function::New(env, recoverDevice, "recoverDevice"));
   exports.Set("probeKernel", Napi::Function::New(env, probeKernel, "probeKernel"));
   exports.Set("getDeviceInfo", Napi::Function::New(env, getDeviceInfo, "getDeviceInfo"));
   exports.Set("deleteDevice", Napi::Function::New(env, deleteDevice, "deleteDevice"));

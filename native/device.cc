@@ -126,14 +126,7 @@ std::optional<SysError> Device::bringUp() {
   const KernelSupport &ks = kernelSupport();
   if (!ks.present) return SysError::from(ks.openErrno, "open /dev/ublk-control");
 
-  // An O_DIRECT image should start out of the page cache: io_uring issues each write
-  // without blocking, and 6.1's iomap answers EAGAIN for a write over cached pages,
-  // which sends it to an io-wq worker at several times the cost. Dirty pages are
-  // written back first (FADV_DONTNEED alone would skip them).
-  if (spec_.backingFd >= 0 && (fcntl(spec_.backingFd, F_GETFL) & O_DIRECT)) {
-    fdatasync(spec_.backingFd);
-    posix_fadvise(spec_.backingFd, 0, 0, POSIX_FADV_DONTNEED);
-  }
+  dropCachedImage();
 
   Result<DataPath> path = resolveDataPath(spec_.copy, ks.features, hasCapSysAdmin());
   if (!path.ok()) return path.error;
@@ -195,17 +188,88 @@ std::optional<SysError> Device::bringUp() {
       UblkControl::setParams(id(), unprivileged ? Access::Unprivileged : Access::Privileged, paramsFor(spec_));
   if (!set.ok()) return set.error;
 
-  for (uint16_t q = 0; q < spec_.queues; q++) {
-    {
-      std::lock_guard<std::mutex> lock(queuesMutex_);
-      queues_.push_back(std::make_unique<Queue>(spec_, q, fd, ks.encoding, [this] { queueFailed(); }));
-    }
-    if (auto err = queues_.back()->start()) return err;
-  }
+  if (auto err = startQueues(fd, ks.encoding)) return err;
 
   Result<Unit> started = UblkControl::start(id(), getpid());
   if (!started.ok()) return started.error;
   Result<ublksrv_ctrl_dev_info> now = UblkControl::getInfo(id());
+  if (now.ok()) info_ = *now.value;
+  return std::nullopt;
+}
+
+// An O_DIRECT image should start out of the page cache: io_uring issues each write
+// without blocking, and 6.1's iomap answers EAGAIN for a write over cached pages,
+// which sends it to an io-wq worker at several times the cost. Dirty pages are
+// written back first (FADV_DONTNEED alone would skip them).
+void Device::dropCachedImage() {
+  if (spec_.backingFd >= 0 && (fcntl(spec_.backingFd, F_GETFL) & O_DIRECT)) {
+    fdatasync(spec_.backingFd);
+    posix_fadvise(spec_.backingFd, 0, 0, POSIX_FADV_DONTNEED);
+  }
+}
+
+std::optional<SysError> Device::startQueues(int fd, abi::Encoding enc) {
+  for (uint16_t q = 0; q < spec_.queues; q++) {
+    {
+      std::lock_guard<std::mutex> lock(queuesMutex_);
+      queues_.push_back(std::make_unique<Queue>(spec_, q, fd, enc, [this] { queueFailed(); }));
+    }
+    if (auto err = queues_.back()->start()) return err;
+  }
+  return std::nullopt;
+}
+
+Result<std::unique_ptr<Device>> Device::recover(DeviceSpec spec) {
+  std::unique_ptr<Device> dev(new Device(std::move(spec)));
+  dev->size_.store(dev->spec_.size);
+  if (auto err = dev->takeOver()) {
+    dev->remove();  // before START_USER_RECOVERY only closes the image; after it, deletes
+    return Result<std::unique_ptr<Device>>::fail(*err);
+  }
+  return Result<std::unique_ptr<Device>>{std::move(dev), {}};
+}
+
+std::optional<SysError> Device::takeOver() {
+  const KernelSupport &ks = kernelSupport();
+  if (!ks.present) return SysError::from(ks.openErrno, "open /dev/ublk-control");
+  const uint32_t devId = static_cast<uint32_t>(spec_.id);
+  const std::string what = "device " + std::to_string(devId);
+  Result<ublksrv_ctrl_dev_info> cur = UblkControl::getInfo(devId);
+  if (!cur.ok()) return cur.error;
+  info_ = *cur.value;
+  if (!(info_.flags & UBLK_F_USER_RECOVERY)) {
+    return SysError::from(EINVAL, "START_USER_RECOVERY", what + " was not created recoverable (no UBLK_F_USER_RECOVERY)");
+  }
+  if (info_.state != UBLK_S_DEV_QUIESCED && info_.state != UBLK_S_DEV_FAIL_IO) {
+    return SysError::from(EBUSY, "START_USER_RECOVERY",
+                          what + (info_.state == UBLK_S_DEV_LIVE ? " is live" : " is not started") +
+                              ", not waiting for a new server");
+  }
+  if (info_.flags & UBLK_F_UNPRIVILEGED_DEV) {
+    return SysError::from(EPERM, "START_USER_RECOVERY", what + " is an unprivileged device, which the kernel never recovers");
+  }
+  // The device's own shape: what its first server was granted.
+  spec_.queues = info_.nr_hw_queues;
+  spec_.depth = info_.queue_depth;
+  spec_.maxIoBytes = info_.max_io_buf_bytes;
+  spec_.grantedFlags = info_.flags;
+  spec_.dataPath = info_.flags & UBLK_F_AUTO_BUF_REG       ? DataPath::AutoBufReg
+                   : info_.flags & UBLK_F_SUPPORT_ZERO_COPY ? DataPath::ZeroCopy
+                   : info_.flags & UBLK_F_USER_COPY         ? DataPath::UserCopy
+                                                            : DataPath::KernelCopy;
+  dropCachedImage();
+
+  Result<Unit> started = UblkControl::startRecovery(devId);
+  if (!started.ok()) return started.error;
+  added_ = true;  // ours now: from here a failure deletes it
+
+  int fd = openCharDevice(devId, false);
+  if (fd < 0) return SysError::from(fd, "open " + charDevicePath(devId));
+  charFd_ = fd;
+  if (auto err = startQueues(fd, ks.encoding)) return err;
+  Result<Unit> ended = UblkControl::endRecovery(devId, getpid());
+  if (!ended.ok()) return ended.error;
+  Result<ublksrv_ctrl_dev_info> now = UblkControl::getInfo(devId);
   if (now.ok()) info_ = *now.value;
   return std::nullopt;
 }
@@ -231,6 +295,10 @@ void Device::queueFailed() {
     for (auto &q : queues_) q->requestExit();
   }
   closeCharDevice();
+  // A recoverable device would hold its I/O for a new server once /dev/ublkcN is
+  // released (QUIESCED), but this process is still its server and alive: stop it, so
+  // that its I/O fails with EIO as any failed device's does. remove() deletes it later.
+  if (spec_.grantedFlags & UBLK_F_USER_RECOVERY) (void)UblkControl::stop(id());
 }
 
 std::optional<SysError> Device::remove(bool onlyIfUnused) {
@@ -281,6 +349,23 @@ std::optional<SysError> Device::resize(uint64_t bytes) {
   Result<Unit> r = UblkControl::updateSize(id(), bytes);
   if (!r.ok()) return r.error;
   size_.store(bytes);
+  return std::nullopt;
+}
+
+std::optional<SysError> Device::handOver(uint64_t timeoutMs) {
+  std::lock_guard<std::mutex> lock(removeMutex_);
+  if (!added_ || removed_) return SysError::from(ENODEV, "QUIESCE_DEV", "the device has been removed");
+  if (!(spec_.grantedFlags & UBLK_F_QUIESCE)) {
+    return SysError::from(EOPNOTSUPP, "QUIESCE_DEV", "the kernel did not grant UBLK_F_QUIESCE (Linux 6.16+)");
+  }
+  Result<Unit> q = UblkControl::quiesce(id(), timeoutMs);
+  if (!q.ok()) return q.error;
+  // Every FETCH came back aborted: the queues end by themselves.
+  stopQueuesAndClose();
+  added_ = false;
+  removed_.store(true);
+  if (spec_.backingFd >= 0) close(spec_.backingFd);
+  spec_.backingFd = -1;
   return std::nullopt;
 }
 

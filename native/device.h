@@ -18,6 +18,14 @@ namespace ubloop {
 class Device {
  public:
   static Result<std::unique_ptr<Device>> create(DeviceSpec spec);
+  // Takes over device spec.id, left QUIESCED (or FAIL_IO) by a server that died:
+  // START_USER_RECOVERY, /dev/ublkcN opened again, queue threads FETCHing every tag,
+  // END_USER_RECOVERY. The device keeps its id, disk and parameters; queues, depth,
+  // buffer size and data path come from the device, the image and offset from spec.
+  // Refused before anything changes (EINVAL: not recoverable, EBUSY: not waiting for
+  // recovery, or the old server still holds /dev/ublkcN); a failure after
+  // START_USER_RECOVERY deletes the device, so its held I/O fails instead of hanging.
+  static Result<std::unique_ptr<Device>> recover(DeviceSpec spec);
   ~Device();
 
   // Stops and deletes the ublk device. Idempotent; returns the first error met, but
@@ -29,6 +37,12 @@ class Device {
   // UBLK_F_UPDATE_SIZE); the queues need nothing, requests carry their own offsets.
   std::optional<SysError> resize(uint64_t bytes);
   uint64_t size() const { return size_.load(); }
+  // Live upgrade (devices granted UBLK_F_QUIESCE): QUIESCE_DEV waits up to timeoutMs
+  // (0: no limit) until no request is with the queues, then the kernel gives back
+  // every command, the queue threads end and /dev/ublkcN is closed; the device stays,
+  // QUIESCED, holding new I/O for the next server (Device::recover). Nothing of this
+  // process deletes it afterwards (remove() then only closes the image).
+  std::optional<SysError> handOver(uint64_t timeoutMs);
 
   uint32_t id() const { return info_.dev_id; }
   const ublksrv_ctrl_dev_info &info() const { return info_; }
@@ -39,6 +53,9 @@ class Device {
  private:
   explicit Device(DeviceSpec spec) : spec_(std::move(spec)) {}
   std::optional<SysError> bringUp();
+  std::optional<SysError> takeOver();
+  std::optional<SysError> startQueues(int fd, abi::Encoding enc);
+  void dropCachedImage();
   void stopQueuesAndClose();
   void closeCharDevice();
   // A queue ended on a failure of its own: make the kernel fail the device's I/O.

@@ -53,7 +53,12 @@ export interface NativeKernelDeviceInfo {
   id: number;
   queues: number;
   depth: number;
-  state: 'dead' | 'live' | 'quiesced';
+  /**
+   * 'quiesced': its server died (or gave it back with QUIESCE_DEV) and it holds its I/O
+   * for a new server; 'fail-io': the same, but failing new I/O meanwhile
+   * (UBLK_F_USER_RECOVERY_FAIL_IO); 'dead': not started, or stopped.
+   */
+  state: 'dead' | 'live' | 'quiesced' | 'fail-io';
   maxIoBytes: number;
   serverPid: number;
   /** Who added the device (Linux 6.3+; 0 on older kernels, where only root can). */
@@ -138,6 +143,13 @@ export declare class NativeDevice {
   remove(options?: { onlyIfUnused?: boolean }): Promise<void>;
   /** UPDATE_SIZE: the disk's new size in bytes (a multiple of 512); EOPNOTSUPP without UBLK_F_UPDATE_SIZE. */
   resize(bytes: number): Promise<void>;
+  /**
+   * Live upgrade: QUIESCE_DEV (waiting up to timeoutMs for the requests in flight, 0:
+   * no limit), then the queue threads end and /dev/ublkcN is closed, and the device is
+   * left QUIESCED, holding its I/O, for a new server's recoverDevice. This process
+   * never deletes it afterwards. EOPNOTSUPP without UBLK_F_QUIESCE (Linux 6.16+).
+   */
+  handOver(timeoutMs: number): Promise<void>;
 }
 
 /**
@@ -248,6 +260,16 @@ export interface NativeBinding {
   NativeDevice: typeof NativeDevice;
   /** ADD_DEV, SET_PARAMS, queue threads, START_DEV; all undone on failure. */
   createDevice(options: NativeCreateOptions): Promise<NativeDevice>;
+  /**
+   * Takes over device options.id, left 'quiesced' or 'fail-io' by a server that died:
+   * START_USER_RECOVERY, queue threads FETCHing every tag on a new /dev/ublkcN, then
+   * END_USER_RECOVERY. Queues, depth, buffer size, flags and data path are the
+   * device's own (options give the image, offset, size and the rest). Rejects before
+   * changing anything with EINVAL (not created recoverable), EBUSY (not waiting for
+   * recovery, or the old server has not released /dev/ublkcN yet: try again), EPERM
+   * (unprivileged device); any later failure deletes the device (its I/O fails).
+   */
+  recoverDevice(options: NativeCreateOptions): Promise<NativeDevice>;
   probeKernel(): NativeKernelSupport;
   getDeviceInfo(id: number): Promise<NativeKernelDeviceInfo>;
   /** STOP_DEV + DEL_DEV of a device this process does not serve. */

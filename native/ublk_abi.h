@@ -24,6 +24,16 @@
 #define UBLK_CMD_TRY_STOP_DEV 0x17
 #endif
 
+// Linux 6.15+: make a live device's server give back every command once no request
+// is in flight (the device waits in QUIESCED for a new server); needs UBLK_F_QUIESCE.
+// data[0] is a timeout in ms (0: none). Ioctl-encoded only.
+#ifndef UBLK_CMD_QUIESCE_DEV
+#define UBLK_CMD_QUIESCE_DEV 0x16
+#endif
+#ifndef UBLK_S_DEV_FAIL_IO
+#define UBLK_S_DEV_FAIL_IO 3
+#endif
+
 #ifndef UBLK_F_UNPRIVILEGED_DEV
 #define UBLK_F_UNPRIVILEGED_DEV (1ULL << 5)
 #endif

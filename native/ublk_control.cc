@@ -41,6 +41,9 @@ const char *opName(unsigned nr) {
     case UBLK_CMD_GET_FEATURES: return "GET_FEATURES";
     case UBLK_CMD_UPDATE_SIZE: return "UPDATE_SIZE";
     case UBLK_CMD_TRY_STOP_DEV: return "TRY_STOP_DEV";
+    case UBLK_CMD_START_USER_RECOVERY: return "START_USER_RECOVERY";
+    case UBLK_CMD_END_USER_RECOVERY: return "END_USER_RECOVERY";
+    case UBLK_CMD_QUIESCE_DEV: return "QUIESCE_DEV";
     default: return "UBLK_CMD";
   }
 }
@@ -120,7 +123,9 @@ bool carriesPath(unsigned nr, Access access) {
   if (nr == UBLK_CMD_ADD_DEV) return false;
   if (nr == UBLK_CMD_GET_DEV_INFO2 || access == Access::Unprivileged) return true;
   const bool noBuffer = nr == UBLK_CMD_START_DEV || nr == UBLK_CMD_STOP_DEV || nr == UBLK_CMD_DEL_DEV ||
-                        nr == UBLK_CMD_TRY_STOP_DEV || nr == UBLK_CMD_UPDATE_SIZE;
+                        nr == UBLK_CMD_TRY_STOP_DEV || nr == UBLK_CMD_UPDATE_SIZE ||
+                        nr == UBLK_CMD_START_USER_RECOVERY || nr == UBLK_CMD_END_USER_RECOVERY ||
+                        nr == UBLK_CMD_QUIESCE_DEV;
   return noBuffer && kernelSupport().features.has_value();
 }
 
@@ -195,6 +200,20 @@ Result<Unit> UblkControl::tryStop(uint32_t id) { return run(id, UBLK_CMD_TRY_STO
 
 Result<Unit> UblkControl::updateSize(uint32_t id, uint64_t bytes) {
   return run(id, UBLK_CMD_UPDATE_SIZE, Access::Privileged, nullptr, 0, bytes >> 9);
+}
+
+Result<Unit> UblkControl::startRecovery(uint32_t id) { return run(id, UBLK_CMD_START_USER_RECOVERY, Access::Privileged); }
+
+Result<Unit> UblkControl::endRecovery(uint32_t id, int serverPid) {
+  return run(id, UBLK_CMD_END_USER_RECOVERY, Access::Privileged, nullptr, 0, static_cast<uint64_t>(serverPid));
+}
+
+Result<Unit> UblkControl::quiesce(uint32_t id, uint64_t timeoutMs) {
+  // QUIESCE_DEV exists only ioctl-encoded; Linux 6.1 has neither it nor the flag.
+  if (kernelSupport().encoding != abi::Encoding::Ioctl) {
+    return Result<Unit>::fail(SysError::from(EOPNOTSUPP, "QUIESCE_DEV", "device " + std::to_string(id) + ": this kernel has no QUIESCE_DEV"));
+  }
+  return run(id, UBLK_CMD_QUIESCE_DEV, Access::Privileged, nullptr, 0, timeoutMs);
 }
 
 Result<Unit> UblkControl::remove(uint32_t id) { return run(id, UBLK_CMD_DEL_DEV, Access::Privileged); }

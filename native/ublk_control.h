@@ -57,6 +57,15 @@ class UblkControl {
   // New device size in bytes (a multiple of 512); devices with UBLK_F_UPDATE_SIZE.
   static Result<Unit> updateSize(uint32_t id, uint64_t bytes);
   static Result<Unit> remove(uint32_t id);
+  // Recovery of a device whose server died (UBLK_F_USER_RECOVERY): START_USER_RECOVERY
+  // once the device is QUIESCED (or FAIL_IO) and the old server has released
+  // /dev/ublkcN (EBUSY before), then the new server's queues FETCH every tag, then
+  // END_USER_RECOVERY, which waits for those FETCHes and makes the device LIVE again.
+  static Result<Unit> startRecovery(uint32_t id);
+  static Result<Unit> endRecovery(uint32_t id, int serverPid);
+  // QUIESCE_DEV (UBLK_F_QUIESCE): the server gets every command back once no request
+  // is in flight; the device then waits in QUIESCED for a new server.
+  static Result<Unit> quiesce(uint32_t id, uint64_t timeoutMs);
 };
 
 }  // namespace ubloop

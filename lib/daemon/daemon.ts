@@ -11,7 +11,7 @@ import type { GlobalCaps } from '../instance/limits.js';
 import { InstanceManager } from '../instance/manager.js';
 import type { Request } from '../protocol/request.js';
 import { openBacking } from '../state/open-backing.js';
-import { restore, type RestoreReport } from '../state/restore.js';
+import { restore, type OrphanAbandoner, type RestoreReport } from '../state/restore.js';
 import { snapshot } from '../state/snapshot.js';
 import { STATE_VERSION } from '../state/schema.js';
 import { readState } from '../state/state-file.js';
@@ -40,6 +40,8 @@ export interface DaemonOptions {
   factory: DeviceFactory;
   /** Daemon-wide caps on devices, queue depth and memory (default: none). */
   caps?: Partial<GlobalCaps>;
+  /** Deletes a device the previous run left waiting for recovery when its binding cannot be restored. */
+  abandon?: OrphanAbandoner;
 }
 
 interface InstanceIo {
@@ -118,13 +120,14 @@ export class Daemon {
     } else if (saved.kind === 'ok') {
       this.#restoring = true;
       try {
-        this.restoreReport = await restore(this.manager, saved.state, openBacking);
+        this.restoreReport = await restore(this.manager, saved.state, openBacking, o.abandon);
       } finally {
         this.#restoring = false;
       }
       this.manager.clientGone('restore');
       const r = this.restoreReport;
-      log(`restored ${r.instances.length} instance(s) and ${r.rebound.length} device(s) from ${o.state}`);
+      const recovered = r.rebound.filter((b) => b.recovered).length;
+      log(`restored ${r.instances.length} instance(s) and ${r.rebound.length} device(s) from ${o.state}${recovered > 0 ? ` (${recovered} recovered from the previous run)` : ''}`);
       if (saved.from !== STATE_VERSION) log(`${o.state} had state version ${saved.from}; it is rewritten as version ${STATE_VERSION}`);
       for (const f of r.failed) log(`not restored: ${f.instance}${f.index === undefined ? '' : `/loop${f.index}`}: ${f.reason}`);
     }
@@ -155,6 +158,30 @@ export class Daemon {
     await this.manager.shutdown();
     for (const inst of this.manager.instances()) await this.#closeIo(inst);
     log('stopped every device');
+  }
+
+  /**
+   * Live upgrade: stops accepting, writes the state (every binding with its ublk id) and
+   * leaves every device QUIESCED, holding its I/O, for the next daemon to take over.
+   * Refused (nothing changes) while some device cannot be handed over (a kernel without
+   * UBLK_F_QUIESCE, a device binding or unbinding). Resolves when the process may exit.
+   */
+  async handOver(): Promise<void> {
+    if (this.#stopping) throw new UbloopError('ECANCELED', 'the daemon is stopping already');
+    const problems = this.manager.handOverProblems();
+    if (problems.length > 0) throw new UbloopError('EOPNOTSUPP', `cannot hand the devices over: ${problems.join('; ')}`);
+    this.#stopping = (async () => {
+      if (this.#sweeper) clearInterval(this.#sweeper);
+      this.#admin?.close();
+      this.#admin = null;
+      this.#state.changed();
+      await this.#state.close();
+      const t0 = Date.now();
+      await this.manager.handOver();
+      for (const inst of this.manager.instances()) await this.#closeIo(inst);
+      log(`handed every device over in ${Date.now() - t0} ms; the next daemon takes them over`);
+    })();
+    return this.#stopping;
   }
 
   // ---------------------------------------------------------------- connections

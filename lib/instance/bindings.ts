@@ -48,6 +48,8 @@ export interface BindArgs {
   caller: Caller;
   /** Whose rights opened the image, when not the caller's (restore). */
   boundBy?: { uid: number; gid: number };
+  /** ublk id of the binding's device in the daemon's previous run, to take over if it waits for recovery (restore). */
+  recover?: number;
 }
 
 export interface UnbindResult {
@@ -61,6 +63,8 @@ export interface SavedBinding {
   backing: Backing;
   options: BindOptions;
   boundBy: { uid: number; gid: number };
+  /** The ublk device serving it, so that a daemon restarted after a crash can take that device over. */
+  ublkId?: number;
 }
 
 export interface BindingsContext {
@@ -104,7 +108,12 @@ export class Bindings {
     const { slot, created } = this.#table.take(args.caller, args.index);
     let device: BoundDevice;
     try {
-      device = await this.#ctx.factory({ fd: args.fd, options: args.options, ...(args.image ? { image: args.image } : {}) });
+      device = await this.#ctx.factory({
+        fd: args.fd,
+        options: args.options,
+        ...(args.image ? { image: args.image } : {}),
+        ...(args.recover === undefined ? {} : { recover: args.recover }),
+      });
     } catch (err) {
       this.#table.release(slot, created);
       throw err;
@@ -193,6 +202,24 @@ export class Bindings {
   async shutdown(): Promise<void> {
     const slots = this.#table.slots().filter((s) => s.binding);
     await Promise.allSettled(slots.map((s) => this.#teardown(s, false)));
+  }
+
+  /** Why a live upgrade cannot hand these devices over (one line each), or nothing. */
+  handOverProblems(): string[] {
+    return this.#table.slots().flatMap((s) => {
+      if (!s.binding) return [];
+      if (s.state !== 'bound') return [`${this.#ctx.name}/loop${s.index} is ${s.state}`];
+      if (!s.binding.device.handOver) return [`${this.#ctx.name}/loop${s.index} (${s.binding.device.path}) was not granted UBLK_F_QUIESCE`];
+      return [];
+    });
+  }
+
+  /** Live upgrade: every device is left to the next daemon; the bindings stay in the state. */
+  async handOver(): Promise<void> {
+    const slots = this.#table.slots().filter((s) => s.binding);
+    const results = await Promise.allSettled(slots.map((s) => (s.binding as Binding).device.handOver?.()));
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
   }
 
   /** Unbinds everything (instance removal with --force). */
@@ -325,12 +352,16 @@ export class Bindings {
     };
   }
 
+  recovered(index: number): boolean {
+    return this.#table.slot(index)?.binding?.device.recovered === true;
+  }
+
   /** Bindings as they persist. */
   saved(): SavedBinding[] {
     const out: SavedBinding[] = [];
     for (const index of this.#table.indices()) {
       const b = this.#table.slot(index)?.binding;
-      if (b) out.push({ index, backing: { ...b.backing }, options: { ...b.options }, boundBy: { ...b.boundBy } });
+      if (b) out.push({ index, backing: { ...b.backing }, options: { ...b.options }, boundBy: { ...b.boundBy }, ublkId: b.device.ublkId });
     }
     return out;
   }

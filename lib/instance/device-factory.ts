@@ -53,6 +53,10 @@ export interface BoundDevice {
   imageDeleted?(): boolean;
   /** Whether the kernel scanned its partition table (/dev/ublkbNpM); absent: no. */
   readonly partscan?: boolean;
+  /** The device was taken over from the daemon's previous run (crash recovery), not created. */
+  readonly recovered?: boolean;
+  /** Live upgrade: leave the device, holding its I/O, for the next daemon; absent where the kernel cannot (no UBLK_F_QUIESCE). */
+  handOver?(): Promise<void>;
 }
 
 export interface BindSpec {
@@ -61,6 +65,11 @@ export interface BindSpec {
   /** The image behind fd, already inspected where it came in; without it the factory inspects fd itself. */
   image?: Image;
   options: BindOptions;
+  /**
+   * ublk id the binding had in the daemon's previous run: if that device still waits
+   * for recovery (the daemon died), the factory takes it over instead of adding one.
+   */
+  recover?: number;
 }
 
 export type DeviceFactory = (spec: BindSpec) => Promise<BoundDevice>;

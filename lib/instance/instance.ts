@@ -179,6 +179,11 @@ export class Instance {
     }
   }
 
+  /** Whether index's device was taken over from the daemon's previous run (crash recovery). */
+  recovered(index: number): boolean {
+    return this.#bindings.recovered(index);
+  }
+
   /** Unbinds `index` (the index stays); a busy device is detached once released, or refused. */
   unbind(index: number, busy: 'defer' | 'refuse' = 'defer'): Promise<UnbindResult> {
     return this.#bindings.unbind(index, busy);
@@ -187,6 +192,14 @@ export class Instance {
   /** Resizes a bound device (losetup -c); resolves with its entry. */
   resize(index: number, size?: number): Promise<DeviceEntry> {
     return this.#bindings.resize(index, size);
+  }
+
+  handOverProblems(): string[] {
+    return this.#bindings.handOverProblems();
+  }
+
+  handOver(): Promise<void> {
+    return this.#bindings.handOver();
   }
 
   /** Stops every device without forgetting the bindings in the state (daemon shutdown). */

@@ -249,6 +249,18 @@ export class InstanceManager {
     return out;
   }
 
+  /** Why a live upgrade cannot hand every device over now, or nothing. */
+  handOverProblems(): string[] {
+    return [...this.#instances.values()].flatMap((i) => i.handOverProblems());
+  }
+
+  /** Live upgrade: every device is left, holding its I/O, to the next daemon; rejects with the first failure. */
+  async handOver(): Promise<void> {
+    const results = await Promise.allSettled([...this.#instances.values()].map((i) => i.handOver()));
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+  }
+
   /** Stops every device (daemon shutdown); bindings stay in the state for the next start. */
   async shutdown(): Promise<void> {
     await Promise.allSettled([...this.#instances.values()].map((i) => i.shutdown()));

@@ -57,6 +57,12 @@ export interface StoredBinding {
   options: StoredOptions;
   /** Whose rights opened the image (checked again at restore). */
   boundBy: { uid: number; gid: number };
+  /**
+   * The ublk id of the device serving it (written since crash recovery; optional, so
+   * files without it load, and a ubloop of the same version that does not know it
+   * ignores it): a daemon restarted after dying takes that device over.
+   */
+  ublkId?: number;
 }
 
 export interface StoredInstance {
@@ -82,6 +88,8 @@ type Rec = Readonly<Record<string, unknown>>;
 
 const ID_MAX = 2 ** 32 - 2;
 const COUNT_MAX = 2 ** 31 - 1;
+/** ublk ids are minors of the ublk char device (UBLK_MAX_UBLKS: 1 << MINORBITS). */
+const UBLK_ID_MAX = (1 << 20) - 1;
 
 function rec(v: unknown, where: string): Rec {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw invalid(`${where} must be an object`);
@@ -147,6 +155,7 @@ function binding(v: unknown, where: string): StoredBinding {
     },
     options: options(r['options'], `${where}.options`),
     boundBy: ids(r['boundBy'], `${where}.boundBy`),
+    ...(r['ublkId'] === undefined ? {} : { ublkId: whole(r, 'ublkId', where, UBLK_ID_MAX) }),
   };
 }
 

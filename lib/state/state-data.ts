@@ -35,6 +35,7 @@ function convert<A, B>(s: StateShape<A>, options: (o: A) => B): StateShape<B> {
         backing: { path: b.backing.path, dev: b.backing.dev, ino: b.backing.ino },
         options: options(b.options),
         boundBy: { uid: b.boundBy.uid, gid: b.boundBy.gid },
+        ...(b.ublkId === undefined ? {} : { ublkId: b.ublkId }),
       })),
     })),
   };

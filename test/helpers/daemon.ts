@@ -2,7 +2,7 @@
 // root directory and state file), clients for its sockets, and the CLI run as another
 // user.
 import { spawn, type ChildProcess, type SpawnSyncOptions } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readdirSync, symlinkSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DaemonClient } from '../../lib/daemon/client.js';
@@ -22,6 +22,8 @@ export interface DaemonHandle {
   stderr(): string;
   /** SIGTERM and wait for the exit. */
   stop(ms?: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** SIGKILL (a crash) and wait for the exit; removes the socket it leaves, so that the next startDaemon waits for its own. */
+  kill(): Promise<void>;
   alive(): boolean;
   /** A client of the admin socket (closed at teardown). */
   admin(): DaemonClient;
@@ -98,6 +100,12 @@ export async function startDaemon(t: TestLike, dir: string, extra: string[] = []
     state: stateFile,
     stderr: () => stderr,
     stop,
+    kill: async () => {
+      stopped = true;
+      proc.kill('SIGKILL');
+      await exited;
+      rmSync(socket, { force: true });
+    },
     alive,
     admin: () => connect(socket),
     instance: (name) => connect(join(root, 'instances', name, 'control.sock')),

@@ -25,6 +25,7 @@ t.test('a loop device over a file gets the documented defaults', async (t) => {
     pollUs: DEFAULTS.pollUs,
     copy: 'auto',
     partscan: false,
+    recovery: 'none',
   });
   t.equal(DEFAULTS.scheduler, 'none', 'ubloop picks no scheduler by default, not mq-deadline');
 });

@@ -336,3 +336,30 @@ t.test('instances: create, duplicate, remove busy / forced, shutdown keeps bindi
   t.same(m.instances().map((i) => i.name), ['b']);
   t.ok(changes() > 5, 'changes are reported for persistence');
 });
+
+t.test('live upgrade: every device is handed over, or none when one cannot be', async (t) => {
+  const fake = new FakeUblk();
+  const handed: number[] = [];
+  let quiesce = true;
+  const m = new InstanceManager({
+    root: '/tmp/ubloop-test',
+    factory: async (spec) => {
+      const d = await fake.factory(spec);
+      return quiesce ? { ...d, handOver: async () => { handed.push(d.ublkId); } } : d;
+    },
+  });
+  const a = await m.create({ name: 'a' });
+  const c = caller(1);
+  for (const i of [0, 1, 2]) a.add(i);
+  await a.bind({ index: 0, fd: 0, backing: BACKING, options: OPTS, caller: c });
+  await a.bind({ index: 1, fd: 0, backing: BACKING, options: OPTS, caller: c });
+  t.same(m.handOverProblems(), [], 'both devices can be handed over');
+  quiesce = false;
+  await a.bind({ index: 2, fd: 0, backing: BACKING, options: OPTS, caller: c });
+  t.match(m.handOverProblems(), [/a\/loop2 \(\/dev\/ublkb2\) was not granted UBLK_F_QUIESCE/], 'a device without QUIESCE is named');
+  await a.unbind(2);
+  await m.handOver();
+  t.same(handed.sort(), [0, 1], 'every bound device was handed over');
+  t.equal(fake.live.size, 2, 'and none was stopped: they stay for the next daemon');
+  t.same(m.get('a').bindings().map((b) => [b.index, b.ublkId]), [[0, 0], [1, 1]], 'the bindings stay, with their ublk ids, for the state file');
+});

@@ -137,6 +137,9 @@ t.test('the daemon\'s device factory hands each bind option to the device', asyn
         seen.push(o);
         throw stop;
       },
+      recoverDevice: async () => {
+        throw new Error('no recovery asked for');
+      },
     },
     '../../lib/image.js': { inspectImage: () => ({ fd: 9, size: 1 << 20 }) },
   });

@@ -162,7 +162,7 @@ t.test('restore brings back instances, limits, owners and matching bindings, and
     return { fd: openSync('/dev/null', 'r'), dev: 10, ino: b.backing.path === '/img/a1' ? 999 : b.backing.ino };
   });
   t.same(report.instances, ['a', 'b']);
-  t.same(report.rebound, [{ instance: 'a', index: 0, path: '/img/a0' }]);
+  t.same(report.rebound, [{ instance: 'a', index: 0, path: '/img/a0', recovered: false }]);
   t.equal(report.failed.length, 2);
   t.match(report.failed[0], { instance: 'a', index: 1, reason: /no longer the file that was bound/ });
   t.match(report.failed[1], { instance: 'a', index: 5, reason: /ENOENT/ });
@@ -176,7 +176,7 @@ t.test('restore brings back instances, limits, owners and matching bindings, and
   const again = snapshot(m);
   t.same(principals[0], { uid: 1001, gid: 1001 }, 'the rights that bound it are checked');
   t.same(principals[1], { uid: 0, gid: 0 }, 'root\'s, for what root bound');
-  t.same(again.instances[0]?.bindings, [SAMPLE.instances[0]?.bindings[0]], 'the snapshot holds what is bound now');
+  t.same(again.instances[0]?.bindings, [{ ...SAMPLE.instances[0]?.bindings[0], ublkId: 0 }], 'the snapshot holds what is bound now, with its ublk id');
   t.same(again.owners, SAMPLE.owners);
 });
 
@@ -207,7 +207,7 @@ t.test('a tuned binding keeps its tuning across a restart; a bad stored option f
   if (r.kind !== 'ok') return;
   const { m } = fakeManager();
   const report = await restore(m, r.state, (b) => ({ fd: openSync('/dev/null', 'r'), dev: 10, ino: b.backing.ino }));
-  t.same(report.rebound, [{ instance: 't', index: 0, path: '/img/t0' }]);
+  t.same(report.rebound, [{ instance: 't', index: 0, path: '/img/t0', recovered: false }]);
   t.match(report.failed, [{ instance: 't', index: 1, reason: /copy/ }]);
   t.same(snapshot(m).instances[0]?.bindings[0]?.options, tuned, 'the restored binding has the tuning it was bound with');
 });
@@ -285,4 +285,71 @@ t.test('a change from a callback set up during a finished request is still writt
   t.same(written, [1]);
   await new Promise((resolve) => setTimeout(resolve, 60));
   t.same(written, [1, 2], 'written although it ran in the ended request\'s context');
+});
+
+t.test('crash recovery: a binding keeps its ublk id in the file, optional in both directions', async (t) => {
+  const record = JSON.parse(readFileSync(join(FIXTURES, 'state-v2.json'), 'utf8'));
+  t.notOk('ublkId' in record.instances[0].bindings[0], 'the fixture predates the field');
+  t.ok(checkStoredState(record), 'a file without ublk ids loads');
+  const withId = structuredClone(record);
+  withId.instances[0].bindings[0].ublkId = 7;
+  t.equal(checkStoredState(withId).instances[0]?.bindings[0]?.ublkId, 7, 'and one with them keeps them');
+  t.equal(checkStoredState(withId).version, STATE_VERSION, 'same version: an older reader of version 2 ignores the field');
+  withId.instances[0].bindings[0].ublkId = -1;
+  t.throws(() => checkStoredState(withId), /instances\[0\]\.bindings\[0\]\.ublkId must be an integer/);
+  const { path } = tempState();
+  const { m } = fakeManager();
+  await restore(m, { owners: [], instances: [{ name: 'x', max: 2, uid: 0, gid: 0, mode: 0o600, indices: [0], bindings: [] }] }, () => {
+    throw new Error('unused');
+  });
+  await m.get('x').bind({ index: 0, fd: openSync('/dev/null', 'r'), backing: { path: '/img/x', dev: 1, ino: 2 }, options: OPTS, caller: { uid: 0, gid: 0, pid: 1, key: 'k' } });
+  await writeState(path, snapshot(m));
+  const back = readState(path);
+  t.equal(back.kind === 'ok' ? back.state.instances[0]?.bindings[0]?.ublkId : null, 0, 'written and read back');
+});
+
+t.test('crash recovery: restore asks the factory to take over the saved device, and deletes the ones it cannot restore', async (t) => {
+  const asked: (number | undefined)[] = [];
+  const m = new InstanceManager({
+    root: '/r',
+    factory: async (spec): Promise<BoundDevice> => {
+      asked.push(spec.recover);
+      const id = spec.recover ?? 40;
+      return { ublkId: id, path: `/dev/ublkb${id}`, major: 259, minor: id, size: 1 << 20, isBusy: () => false, stop: async () => {}, canStopIfUnused: false, resize: async () => 1 << 20, failure: () => null, recovered: spec.recover !== undefined };
+    },
+  });
+  const abandoned: number[] = [];
+  const state = {
+    owners: [],
+    instances: [{ name: 'r', max: 4, uid: 0, gid: 0, mode: 0o600, indices: [0, 1, 2, 3], bindings: [
+      { index: 0, backing: { path: '/img/r0', dev: 1, ino: 10 }, options: OPTS, boundBy: { uid: 0, gid: 0 }, ublkId: 3 },
+      { index: 1, backing: { path: '/img/r1', dev: 1, ino: 11 }, options: OPTS, boundBy: { uid: 0, gid: 0 } },
+      { index: 2, backing: { path: '/img/gone', dev: 1, ino: 12 }, options: OPTS, boundBy: { uid: 0, gid: 0 }, ublkId: 5 },
+      { index: 3, backing: { path: '/img/replaced', dev: 1, ino: 13 }, options: OPTS, boundBy: { uid: 0, gid: 0 }, ublkId: 6 },
+    ] }],
+  };
+  const report = await restore(
+    m,
+    state,
+    (b) => {
+      if (b.backing.path === '/img/gone') throw new Error('cannot reopen /img/gone: ENOENT');
+      return { fd: openSync('/dev/null', 'r'), dev: 1, ino: b.backing.path === '/img/replaced' ? 99 : b.backing.ino };
+    },
+    async (id) => {
+      abandoned.push(id);
+      return id === 5;
+    },
+  );
+  t.same(asked, [3, undefined], 'the saved id is handed to the factory; a binding without one gets a new device');
+  t.same(report.rebound, [
+    { instance: 'r', index: 0, path: '/img/r0', recovered: true },
+    { instance: 'r', index: 1, path: '/img/r1', recovered: false },
+  ]);
+  t.same(abandoned, [5, 6], 'the devices of bindings that cannot come back are deleted');
+  t.match(report.failed, [
+    { index: 2, reason: /ENOENT; \/dev\/ublkb5 was deleted, its held I\/O failed with EIO/ },
+    { index: 3, reason: /no longer the file that was bound/ },
+  ]);
+  t.notMatch(report.failed[1]?.reason ?? '', /was deleted/, 'said only when there was a device to delete');
+  t.equal(snapshot(m).instances[0]?.bindings[0]?.ublkId, 3, 'the recovered device keeps its id in the state');
 });

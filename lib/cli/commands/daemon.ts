@@ -12,6 +12,8 @@ interface DaemonArgs {
   maxDevices?: number;
   maxQueueDepth?: number;
   maxMemory?: string;
+  recovery: string;
+  upgrade: boolean;
   exitCode?: number;
 }
 
@@ -31,12 +33,25 @@ function withDaemonOptions(y: Argv): Argv<DaemonArgs> {
       type: 'string',
       describe: 'most memory every device together may commit: queues × depth × max I/O size of buffers, plus rings (e.g. 4G; default: no limit)',
     })
+    .option('recovery', {
+      type: 'string',
+      default: 'reissue',
+      describe:
+        'what a device does if the daemon dies: reissue (hold its I/O until the restarted daemon takes it over, then redo what the dead one had taken), fail-io (fail I/O meanwhile; Linux 6.13+), none (deleted with the daemon)',
+    })
+    .option('upgrade', {
+      type: 'boolean',
+      default: false,
+      describe:
+        'live upgrade: have the daemon running on --socket hand its devices over (SIGUSR2: quiesce, save, exit), then take them over; filesystems on them see a pause (needs UBLK_F_QUIESCE, Linux 6.16+)',
+    })
     .example('$0 daemon', 'run in the foreground (see contrib/ubloop.service)') as unknown as Argv<DaemonArgs>;
 }
 
 async function handler(args: ArgumentsCamelCase<DaemonArgs>): Promise<void> {
   const { Daemon } = await import('../../daemon/daemon.js');
-  const { ublkFactory } = await import('../../daemon/ublk-factory.js');
+  const { ublkFactoryWith } = await import('../../daemon/ublk-factory.js');
+  const { abandonOrphan, checkRecoveryMode, recoveryFlags } = await import('../../recovery.js');
   const { invalid } = await import('../../errors.js');
   if (!Number.isInteger(args.autoclearGrace) || args.autoclearGrace < 0) {
     throw invalid(`--autoclear-grace must be a whole number of milliseconds, got ${args.autoclearGrace}`);
@@ -55,6 +70,8 @@ async function handler(args: ArgumentsCamelCase<DaemonArgs>): Promise<void> {
     maxDepth: whole(args.maxQueueDepth, 'max-queue-depth', 1),
     maxMemory: args.maxMemory === undefined ? null : parseSize(args.maxMemory, '--max-memory'),
   };
+  const recovery = checkRecoveryMode(args.recovery, '--recovery');
+  recoveryFlags(recovery); // refuses fail-io where the kernel lacks it, before anything starts
   const daemon = new Daemon({
     caps,
     socket: args.socket,
@@ -62,10 +79,23 @@ async function handler(args: ArgumentsCamelCase<DaemonArgs>): Promise<void> {
     root: args.root,
     autoclearGraceMs: args.autoclearGrace,
     sweepMs: args.sweepInterval ?? Math.max(100, Math.min(1000, args.autoclearGrace)),
-    factory: ublkFactory,
+    factory: ublkFactoryWith(recovery),
+    abandon: (id) => abandonOrphan(id),
   });
+  if (args.upgrade) await takeOverFrom(args.socket);
   await daemon.start();
   await new Promise<void>((resolve) => {
+    // Live upgrade, asked for by the next daemon (`ubloop daemon --upgrade`).
+    process.on('SIGUSR2', () => {
+      process.stderr.write('ubloop daemon: SIGUSR2: handing every device over to the next daemon\n');
+      daemon.handOver().then(resolve, (err: unknown) => {
+        const code = (err as { code?: string }).code;
+        process.stderr.write(`ubloop daemon: hand-over ${code === 'EOPNOTSUPP' || code === 'ECANCELED' ? 'refused, still serving' : 'failed'}: ${(err as Error).message}\n`);
+        if (code === 'EOPNOTSUPP' || code === 'ECANCELED') return;
+        args.exitCode = 1;
+        resolve();
+      });
+    });
     const stop = (signal: string) => {
       process.stderr.write(`ubloop daemon: ${signal}: stopping\n`);
       daemon.stop().then(resolve, (err: unknown) => {
@@ -79,6 +109,37 @@ async function handler(args: ArgumentsCamelCase<DaemonArgs>): Promise<void> {
   });
   // Open CUSE devices or sockets of clients must not keep the process up after a stop.
   setTimeout(() => process.exit(args.exitCode ?? 0), 200).unref();
+}
+
+/**
+ * `--upgrade`: asks the daemon listening on socket (its pid from the connection's peer
+ * credentials) to hand its devices over, and waits for it to exit; start() then takes
+ * the devices over from the state file. Refused where the kernel lacks QUIESCE.
+ */
+async function takeOverFrom(socket: string): Promise<void> {
+  const { UbloopError } = await import('../../errors.js');
+  const { native } = await import('../../native.js');
+  const { ipc } = await import('../../daemon/native-ipc.js');
+  const { serverAlive } = await import('../../stale.js');
+  const features = native().probeKernel().features;
+  if (features === null || (features & (1n << 12n)) === 0n) {
+    throw new UbloopError('EOPNOTSUPP', 'a live upgrade needs UBLK_F_QUIESCE (Linux 6.16+), which this kernel does not offer: stop the daemon (SIGTERM) and start the new one instead');
+  }
+  let pid: number;
+  try {
+    const conn = ipc().connectUnix(socket, { data: () => {}, close: () => {} });
+    pid = conn.peer.pid;
+    conn.destroy();
+  } catch (err) {
+    throw new UbloopError('ESRCH', `--upgrade: no daemon answers on ${socket} (${(err as { code?: string }).code ?? (err as Error).message})`);
+  }
+  process.stderr.write(`ubloop daemon: asking the running daemon (pid ${pid}) to hand its devices over\n`);
+  process.kill(pid, 'SIGUSR2');
+  const end = Date.now() + 120_000;
+  while (serverAlive(pid)) {
+    if (Date.now() > end) throw new UbloopError('ETIMEDOUT', `--upgrade: the running daemon (pid ${pid}) did not hand over within 120 s; its log says why`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 export const daemonCommand: CommandModule<object, DaemonArgs> = {

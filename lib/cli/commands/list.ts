@@ -24,7 +24,7 @@ function withListOptions(y: Argv): Argv<ListArgs> {
 export interface KernelDeviceEntry {
   instance: null;
   index: null;
-  state: 'live' | 'dead' | 'quiesced';
+  state: 'live' | 'dead' | 'quiesced' | 'fail-io';
   path: string;
   ublkPath: string;
   ublkId: number;

@@ -10,6 +10,8 @@ interface ServeArgs {
   target: string;
   size: string | undefined;
   id: number | undefined;
+  recover: number | undefined;
+  recovery: string | undefined;
   json: boolean;
   /** The device options (device-flags.ts), by flag. */
   [flag: string]: unknown;
@@ -24,6 +26,16 @@ function withServeOptions(y: Argv): Argv<ServeArgs> {
       .option('target', { type: 'string', choices: ['loop', 'null'], default: 'loop', describe: 'what serves the I/O' })
       .option('size', { type: 'string', describe: 'device size for the null target (e.g. 1G)' })
       .option('id', { type: 'number', describe: 'ublk device id to ask for (default: any free one)' })
+      .option('recovery', {
+        type: 'string',
+        describe:
+          'what the device does if this process dies (SIGKILL, crash): none (the kernel deletes it), reissue (it holds its I/O until `serve --recover ID` takes it over, which redoes what the dead one had taken), fail-io (fails I/O meanwhile; Linux 6.13+)',
+        defaultDescription: 'none',
+      })
+      .option('recover', {
+        type: 'number',
+        describe: 'take over ublk device ID, left waiting by a killed `serve --recovery reissue|fail-io` of the same image and options',
+      })
       .option('json', { type: 'boolean', default: false, describe: 'print the device info as one JSON line' }),
     {
       readOnly: { describe: 'serve read-only' },
@@ -31,7 +43,8 @@ function withServeOptions(y: Argv): Argv<ServeArgs> {
     },
   )
     .example('$0 serve disk.img', 'serve disk.img as /dev/ublkbN until Ctrl-C')
-    .example('$0 serve --target null --size 1G', 'a 1 GiB device that reads zeros and drops writes') as unknown as Argv<ServeArgs>;
+    .example('$0 serve --target null --size 1G', 'a 1 GiB device that reads zeros and drops writes')
+    .example('$0 serve disk.img --recover 0', 'take over /dev/ublkb0 from a killed `serve disk.img --recovery reissue`') as unknown as Argv<ServeArgs>;
 }
 
 /** The command line as createDevice's options; createDevice checks them. */
@@ -45,7 +58,9 @@ async function toOptions(args: ServeArgs): Promise<DeviceOptions> {
     ...typed,
     scheduler: typed.scheduler ?? (hasCapSysAdmin() ? 'none' : 'kernel'),
     ...(args.id === undefined ? {} : { id: args.id }),
+    ...(args.recovery === undefined ? {} : { recovery: args.recovery }),
   } as DeviceOptions;
+  if (args.recover !== undefined && args.id !== undefined) throw invalid('--recover names the device already; leave out --id');
   if (args.target === 'null') {
     if (args.image !== undefined) throw invalid('the null target takes no image file');
     if (args.size === undefined) throw invalid('the null target needs --size (e.g. --size 1G)');
@@ -76,7 +91,8 @@ function signals(onStats: () => void, tick: () => void): { stopped: Promise<Node
 }
 
 async function handler(args: ArgumentsCamelCase<ServeArgs>): Promise<void> {
-  const { createDevice } = await import('../../device.js');
+  const { createDevice, recoverDevice } = await import('../../device.js');
+  const { checkOptions } = await import('../../device-options.js');
   const { printJson } = await import('../output.js');
   const { listenServeControl } = await import('../../serve-control.js');
   const { serveRoot } = await import('../../daemon/paths.js');
@@ -97,7 +113,12 @@ async function handler(args: ArgumentsCamelCase<ServeArgs>): Promise<void> {
   }, checkHealth);
   try {
     const options = await toOptions(args);
-    device = await createDevice(options);
+    if (args.recover === undefined) device = await createDevice(options);
+    else {
+      const { invalid } = await import('../../errors.js');
+      if (!Number.isInteger(args.recover) || args.recover < 0) throw invalid(`--recover takes a ublk device id, got ${String(args.recover)}`);
+      device = await recoverDevice(checkOptions(options), args.recover);
+    }
     try {
       closeControl = listenServeControl(device, serveRoot());
     } catch (err) {
