@@ -298,7 +298,14 @@ void Device::queueFailed() {
   // A recoverable device would hold its I/O for a new server once /dev/ublkcN is
   // released (QUIESCED), but this process is still its server and alive: stop it, so
   // that its I/O fails with EIO as any failed device's does. remove() deletes it later.
-  if (spec_.grantedFlags & UBLK_F_USER_RECOVERY) (void)UblkControl::stop(id());
+  // Not from this thread: Linux 6.1 lets go of the requests this queue held only once
+  // its monitor sees the queue's thread (this one) exiting, and STOP_DEV waits for
+  // them, so a STOP_DEV sent from here would wait for itself. The detached thread
+  // holds only the id.
+  if (spec_.grantedFlags & UBLK_F_USER_RECOVERY) {
+    uint32_t devId = id();
+    std::thread([devId] { (void)UblkControl::stop(devId); }).detach();
+  }
 }
 
 std::optional<SysError> Device::remove(bool onlyIfUnused) {
