@@ -12,6 +12,7 @@ import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:f
 import { join } from 'node:path';
 import { MiB, cli, ioEngine, mount, run, serve, sh, sleep, sparseImage, waitGone, workDir, type Server } from '../helpers/e2e.js';
 import { jsonOut, startDaemon, ublkCount, type DaemonHandle } from '../helpers/daemon.js';
+import { rng } from '../helpers/random.js';
 
 const SEED = Number(process.env['UBLK_RECOVERY_SEED'] ?? Date.now() % 2 ** 31);
 const FIO_MB = Number(process.env['UBLK_RECOVERY_FIO_MB'] ?? 32);
@@ -19,17 +20,6 @@ const KILLS = 3;
 const engine = ioEngine();
 t.comment(`seed ${SEED} (replay with UBLK_RECOVERY_SEED=${SEED}); fio writes ${FIO_MB} MiB per round`);
 
-/** mulberry32 */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface FioResult {
   status: number | null;

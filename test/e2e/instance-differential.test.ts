@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { sparseImage, workDir, MiB } from '../helpers/e2e.js';
 import { testAddon } from '../helpers/test-addon.js';
 import { startDaemon, ublkCount } from '../helpers/daemon.js';
+import { rng } from '../helpers/random.js';
 
 const ADD = 0x4c80;
 const REMOVE = 0x4c81;
@@ -16,17 +17,6 @@ const LOOP_SET_FD = 0x4c00;
 const LOOP_CLR_FD = 0x4c01;
 const STEPS = Number(process.env['UBLOOP_DIFF_STEPS'] ?? 600);
 
-/** mulberry32: small, seedable, good enough to pick operations. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Outcome = number | string;
 

@@ -11,29 +11,7 @@ import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { ipc, type UnixConnection } from '../../lib/daemon/native-ipc.js';
 import { MAX_LINE_BYTES } from '../../lib/protocol/limits.js';
-
-/** mulberry32: small, fast, and the same numbers from the same seed everywhere. */
-export class Rng {
-  #s: number;
-  constructor(seed: number) {
-    this.#s = seed >>> 0;
-  }
-  next(): number {
-    let t = (this.#s = (this.#s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-  pick<T>(xs: readonly T[]): T {
-    return xs[this.int(xs.length)] as T;
-  }
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-}
+import { Rng } from './random.js';
 
 const INTERESTING_NUMBERS = [
   0, 1, -1, 2, 7, 255, 256, 4095, 4096, 65535, 65536, 2 ** 20 - 1, 2 ** 20, 2 ** 31 - 1, 2 ** 31, -(2 ** 31), 2 ** 32 - 1, 2 ** 32,
