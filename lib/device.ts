@@ -408,6 +408,12 @@ function blockdevPath(): string {
   return 'blockdev';
 }
 
+/** Whether the kernel scanned the disk without being asked (every ublk disk before NO_AUTO_PART_SCAN, unprivileged ones never). */
+function kernelScans(device: Device): boolean {
+  const info = device.info();
+  return !info.flags.includes('UBLK_F_NO_AUTO_PART_SCAN') && !info.unprivileged;
+}
+
 /**
  * Scans the partition table when asked (BLKRRPART, as loop does for LO_FLAGS_PARTSCAN),
  * so that /dev/ublkbNpM exist when the device is handed out; resolves with whether the
@@ -417,8 +423,7 @@ function blockdevPath(): string {
  */
 async function scanPartitions(device: Device, asked: boolean): Promise<boolean> {
   const flags = device.info();
-  const suppressed = flags.flags.includes('UBLK_F_NO_AUTO_PART_SCAN');
-  if (!asked) return !suppressed && !flags.unprivileged;
+  if (!asked) return kernelScans(device);
   return new Promise((resolve, reject) => {
     execFile(blockdevPath(), ['--rereadpt', device.path], { timeout: 60_000 }, (err, _out, stderr) => {
       if (!err) return resolve(true);
@@ -461,7 +466,10 @@ export async function recoverDevice(o: CheckedOptions, id: number, given?: Image
     for (;;) {
       try {
         const dev = await native().recoverDevice(nativeOptions({ ...o, id }, image, size, 0n));
-        return new Device(dev, o);
+        const device = new Device(dev, o);
+        // The disk was not added again: its partitions are as the first server left them.
+        device.partscan = (o.partscan && o.target === 'loop') || kernelScans(device);
+        return device;
       } catch (err) {
         // EBUSY before the takeover: the dead server's /dev/ublkcN is not released yet
         if (!isSystemError(err) || err.code !== 'EBUSY' || err.syscall !== 'START_USER_RECOVERY' || Date.now() >= deadline) throw err;
